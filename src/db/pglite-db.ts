@@ -1,0 +1,39 @@
+import { PGlite, types } from '@electric-sql/pglite';
+import type { Db, Queryable, Row } from './db.ts';
+import type { SqlFragment } from './sql.ts';
+
+// int8 as a JS number (journal sequence numbers and counts stay far below 2^53), matching the pg adapter.
+const parsers = { [types.INT8]: (v: string) => Number(v) };
+
+interface PgliteLike {
+  query<T>(text: string, params?: unknown[]): Promise<{ rows: T[] }>;
+  exec(text: string): Promise<unknown>;
+}
+
+function queryable(conn: PgliteLike): Queryable {
+  return {
+    async query<T extends Row>(q: SqlFragment) {
+      const { text, values } = q.compile();
+      return (await conn.query<T>(text, values)).rows;
+    },
+    async one<T extends Row>(q: SqlFragment) {
+      const { text, values } = q.compile();
+      return (await conn.query<T>(text, values)).rows[0];
+    },
+    async exec(text: string) {
+      await conn.exec(text);
+    },
+  };
+}
+
+/** Embedded PostgreSQL (WASM). `dataDir` undefined = in memory (tests). */
+export async function openPgliteDb(dataDir?: string): Promise<Db> {
+  const pg = await PGlite.create({ ...(dataDir ? { dataDir } : {}), parsers });
+  const base = queryable(pg);
+  return {
+    engine: 'pglite',
+    ...base,
+    transaction: (fn) => pg.transaction((tx) => fn(queryable(tx))),
+    close: () => pg.close(),
+  };
+}
