@@ -1,0 +1,65 @@
+/**
+ * The error catalogue: one stable code per failure, its HTTP status and a fixed title. Bodies are RFC
+ * 9457 problem details with `type: urn:smart-home:problem:<code>` (contract §4). Details never name a
+ * resident, a plate or another partner; 5xx bodies expose nothing at all.
+ */
+export const PROBLEMS = {
+  'invalid-request': { status: 400, title: 'The request is not valid' },
+  'invalid-plate': { status: 400, title: 'The value is not a licence plate' },
+  'invalid-token': { status: 401, title: 'The access token is missing or not valid' },
+  'invalid-signature': { status: 401, title: 'The request signature is missing or not valid' },
+  'insufficient-scope': { status: 403, title: 'The access token lacks the scope this operation needs' },
+  'ip-not-allowed': { status: 403, title: 'The request comes from an address not allowed for this partner' },
+  'not-found': { status: 404, title: 'Not found' },
+  'method-not-allowed': { status: 405, title: 'Method not allowed' },
+  'event-conflict': { status: 409, title: 'The event id was already used with different content' },
+  'payload-too-large': { status: 413, title: 'The request body is too large' },
+  'unsupported-media-type': { status: 415, title: 'The request body must be application/json' },
+  'stale-event': { status: 422, title: 'The event time is outside the accepted window' },
+  'rate-limited': { status: 429, title: 'Too many requests' },
+  internal: { status: 500, title: 'Internal error' },
+  unavailable: { status: 503, title: 'Service unavailable' },
+} as const;
+
+export type ProblemCode = keyof typeof PROBLEMS;
+
+export class AppError extends Error {
+  readonly code: ProblemCode;
+  readonly status: number;
+  readonly detail: string | undefined;
+  readonly headers: Record<string, string> | undefined;
+  constructor(
+    code: ProblemCode,
+    detail?: string,
+    opts?: { headers?: Record<string, string>; cause?: unknown },
+  ) {
+    super(detail ?? PROBLEMS[code].title, opts?.cause === undefined ? undefined : { cause: opts.cause });
+    this.code = code;
+    this.status = PROBLEMS[code].status;
+    this.detail = detail;
+    this.headers = opts?.headers;
+  }
+}
+
+export interface ProblemBody {
+  type: string;
+  title: string;
+  status: number;
+  detail?: string;
+  instance?: string;
+}
+
+export function problemBody(
+  code: ProblemCode,
+  detail: string | undefined,
+  requestId: string | undefined,
+): ProblemBody {
+  const p = PROBLEMS[code];
+  return {
+    type: `urn:smart-home:problem:${code}`,
+    title: p.title,
+    status: p.status,
+    ...(detail && p.status < 500 ? { detail } : {}),
+    ...(requestId ? { instance: requestId } : {}),
+  };
+}

@@ -1,0 +1,48 @@
+import { type Logger, pino } from 'pino';
+
+/**
+ * Paths that may hold secrets or personal data. Redaction happens in the logger itself, so no call
+ * site can forget it (non-negotiable: secrets and personal data never reach logs).
+ */
+export const REDACT_PATHS = [
+  'req.headers.authorization',
+  'req.headers.cookie',
+  'req.headers.signature',
+  'req.headers["signature-input"]',
+  'req.headers["x-forwarded-for"]',
+  'res.headers["set-cookie"]',
+  '*.password',
+  '*.secret',
+  '*.token',
+  '*.accessToken',
+  '*.access_token',
+  '*.refresh_token',
+  '*.privateKey',
+  '*.keyPem',
+  '*.kek',
+  '*.plate',
+  '*.plates',
+  '*.candidates',
+  '*.phone',
+  '*.fullName',
+  '*.full_name',
+  '*.name',
+  'body',
+  '*.body',
+];
+
+export function createLogger(opts: { level: string; name?: string }): Logger {
+  return pino({
+    name: opts.name ?? 'smart-home',
+    level: opts.level,
+    redact: { paths: REDACT_PATHS, censor: '[redacted]' },
+    serializers: {
+      // Fastify's default request serializer logs the full URL; keep method, path and ids only.
+      req(req: { method?: string; url?: string; id?: string; socket?: { remoteAddress?: string } }) {
+        return { method: req.method, url: req.url?.split('?')[0], id: req.id };
+      },
+    },
+  });
+}
+
+export type { Logger };

@@ -1,0 +1,135 @@
+import type { PartnerIdentity } from '../../simulator/identity.ts';
+import type { ProvisioningDocument } from '../../src/registry/document.ts';
+
+/** Plates of the standard test world, as cameras would read them (Cyrillic, spaces, suffixes). */
+export const PLATES = {
+  anna: 'А123ВС77',
+  annaLatin: 'a 123 bc 77',
+  boris: 'В456ОР199',
+  guest: 'Х001ХХ99',
+  expiredGuest: 'Е777КХ77',
+  unknown: 'М999ММ99',
+} as const;
+
+/**
+ * The standard world: two complexes, each served by its own barrier partner; Anna lives in North
+ * building 1, Boris in South. Anna issued a guest pass valid now at North's main gate, and one that
+ * expired yesterday. Partner networks: north from 127.0.0.1 (and the trusted proxy 127.0.0.4),
+ * south from 127.0.0.3.
+ */
+export function standardWorld(ids: Map<string, PartnerIdentity>, now = new Date()): ProvisioningDocument {
+  const id = (code: string) => {
+    const i = ids.get(code);
+    if (!i) throw new Error(`missing identity ${code}`);
+    return i;
+  };
+  const hour = 3600_000;
+  const partner = (code: string, complexes: string[], networks: string[]) => ({
+    code,
+    name: `Barrier vendor ${code}`,
+    scopes: ['barrier:decide' as const, 'audit:exchange' as const],
+    complexes,
+    networks,
+    certificates: [id(code).thumbprint],
+    signingKeys: [id(code).signing.publicJwk as never],
+    encryptionKeys: [id(code).encryption.publicJwk as never],
+  });
+  return {
+    version: 1,
+    complexes: [
+      {
+        code: 'north',
+        name: 'ЖК Северный',
+        buildings: [
+          {
+            code: 'b1',
+            name: 'Корпус 1',
+            entrances: [{ code: 'e1', name: 'Подъезд 1', apartments: ['1', '2'] }],
+          },
+          {
+            code: 'b2',
+            name: 'Корпус 2',
+            entrances: [{ code: 'e1', name: 'Подъезд 1', apartments: ['10'] }],
+          },
+        ],
+      },
+      {
+        code: 'south',
+        name: 'ЖК Южный',
+        buildings: [
+          { code: 'b1', name: 'Корпус 1', entrances: [{ code: 'e1', name: 'Подъезд 1', apartments: ['5'] }] },
+        ],
+      },
+    ],
+    partners: [
+      partner('barrier-north', ['north'], ['127.0.0.1/32', '127.0.0.4/32']),
+      partner('barrier-south', ['south'], ['127.0.0.3/32']),
+    ],
+    devices: [
+      {
+        partner: 'barrier-north',
+        externalId: 'gate-1',
+        kind: 'barrier',
+        name: 'Main gate',
+        complex: 'north',
+      },
+      {
+        partner: 'barrier-north',
+        externalId: 'garage-b2',
+        kind: 'barrier',
+        name: 'Garage B2',
+        complex: 'north',
+        building: 'b2',
+      },
+      {
+        partner: 'barrier-north',
+        externalId: 'gate-off',
+        kind: 'barrier',
+        name: 'Closed gate',
+        complex: 'north',
+        enabled: false,
+      },
+      {
+        partner: 'barrier-south',
+        externalId: 'gate-s',
+        kind: 'barrier',
+        name: 'South gate',
+        complex: 'south',
+      },
+    ],
+    residents: [
+      {
+        ref: 'anna',
+        fullName: 'Анна Петрова',
+        phone: '+79001112233',
+        apartments: ['north/b1/e1/1'],
+        vehicles: [PLATES.anna],
+      },
+      {
+        ref: 'boris',
+        fullName: 'Борис Иванов',
+        phone: '+79004445566',
+        apartments: ['south/b1/e1/5'],
+        vehicles: [PLATES.boris],
+      },
+    ],
+    guestPasses: [
+      {
+        ref: 'anna-guest',
+        issuedBy: 'anna',
+        plate: PLATES.guest,
+        validFrom: new Date(now.getTime() - hour).toISOString(),
+        validUntil: new Date(now.getTime() + hour).toISOString(),
+        devices: ['barrier-north/gate-1'],
+      },
+      {
+        ref: 'anna-old-guest',
+        issuedBy: 'anna',
+        plate: PLATES.expiredGuest,
+        validFrom: new Date(now.getTime() - 48 * hour).toISOString(),
+        validUntil: new Date(now.getTime() - 24 * hour).toISOString(),
+        devices: ['barrier-north/gate-1'],
+      },
+    ],
+  };
+}
