@@ -1,0 +1,143 @@
+#!/usr/bin/env node
+/**
+ * The partner simulator from the command line: what a barrier vendor's integration does, step by step.
+ *
+ *   npm run simulator -- init barrier-demo                # keys + CSR in data/simulator/barrier-demo
+ *   npm run smart-home -- pki issue --csr data/simulator/barrier-demo/client.csr \
+ *        --out data/simulator/barrier-demo/public/client   # our CA issues its client certificate
+ *   npm run smart-home -- apply examples/provisioning.yaml
+ *   npm run smart-home -- partner export-keys barrier-demo --out data/simulator/barrier-demo/keys.jwe
+ *   npm run simulator -- import-keys barrier-demo
+ *   npm run simulator -- barrier read barrier-demo gate-1 "А123ВС77"
+ */
+import { generateKeyPairSync } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { Command } from 'commander';
+import { calculateJwkThumbprint, type JWK } from 'jose';
+import { importPartnerKeysFromJwe } from '../src/crypto/key-export.ts';
+import { createCsr } from '../src/pki/certificates.ts';
+import { loadIdentity } from './identity.ts';
+import { PartnerClient } from './partner-client.ts';
+
+const program = new Command()
+  .name('simulator')
+  .description('reference partner (barrier vendor) for smart-home');
+program
+  .option('--home <dir>', 'where partner identities live', 'data/simulator')
+  .option('--url <url>', "smart-home's partner listener", 'https://localhost:9443')
+  .option('--ca <file>', "CA of smart-home's listener certificates (pinned)", 'data/pki/service-ca.crt')
+  .option(
+    '--smart-home-key <file>',
+    "smart-home's response-signing key (public part is used)",
+    'data/keys/response-signing.jwk',
+  );
+
+const dirOf = (code: string) => path.join(program.opts<{ home: string }>().home, code);
+
+function fail(message: string): never {
+  process.stderr.write(`simulator: ${message}\n`);
+  process.exit(1);
+}
+
+async function jwkPair(kind: 'ed25519' | 'p256') {
+  const { privateKey } =
+    kind === 'ed25519' ? generateKeyPairSync('ed25519') : generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const priv = privateKey.export({ format: 'jwk' }) as JWK;
+  const { d: _d, ...pub } = priv;
+  const kid = await calculateJwkThumbprint(pub, 'sha256');
+  return { priv: { ...priv, kid }, pub: { ...pub, kid } };
+}
+
+program
+  .command('init')
+  .argument('<code>', "the partner's client_id")
+  .description('generate the partner keys and a CSR (private keys stay here)')
+  .action(async (code: string) => {
+    const dir = dirOf(code);
+    if (existsSync(path.join(dir, 'client.key'))) fail(`${dir} already holds an identity`);
+    await mkdir(path.join(dir, 'public'), { recursive: true, mode: 0o700 });
+    const csr = await createCsr({ commonName: code });
+    const signing = await jwkPair('ed25519');
+    const encryption = await jwkPair('p256');
+    const priv = { mode: 0o600 };
+    await writeFile(path.join(dir, 'client.key'), csr.keyPem, priv);
+    await writeFile(path.join(dir, 'client.csr'), csr.csrPem);
+    await writeFile(path.join(dir, 'signing.jwk'), JSON.stringify(signing.priv, null, 2), priv);
+    await writeFile(path.join(dir, 'encryption.jwk'), JSON.stringify(encryption.priv, null, 2), priv);
+    await writeFile(path.join(dir, 'public', 'signing.jwk'), JSON.stringify(signing.pub, null, 2));
+    await writeFile(path.join(dir, 'public', 'encryption.jwk'), JSON.stringify(encryption.pub, null, 2));
+    await writeFile(path.join(dir, 'code'), code);
+    process.stdout.write(
+      `created ${dir}\n  CSR: ${path.join(dir, 'client.csr')} (send it to PropDevelopment)\n` +
+        `  signing key thumbprint:    ${signing.pub.kid}\n  encryption key thumbprint: ${encryption.pub.kid}\n` +
+        'Read both thumbprints to PropDevelopment over a second channel.\n',
+    );
+  });
+
+program
+  .command('import-keys')
+  .argument('<code>')
+  .option('--jwe <file>', 'the JWE from `smart-home partner export-keys`', '')
+  .description('decrypt the plate keys delivered through the key ceremony and keep them (0600)')
+  .action(async (code: string, opts: { jwe: string }) => {
+    const dir = dirOf(code);
+    const id = await loadIdentity(dir);
+    const jwe = await readFile(opts.jwe || path.join(dir, 'keys.jwe'), 'utf8');
+    const imported = await importPartnerKeysFromJwe(jwe.trim(), id.encryption.privateJwk);
+    const stored = imported.plateKeys.map((k) => ({
+      kid: k.kid,
+      k: Buffer.from(k.key).toString('base64url'),
+    }));
+    await writeFile(path.join(dir, 'plate-keys.json'), JSON.stringify(stored, null, 2), { mode: 0o600 });
+    process.stdout.write(`imported plate keys: ${stored.map((k) => k.kid).join(', ')}\n`);
+  });
+
+const barrier = program.command('barrier').description('barrier camera actions');
+barrier
+  .command('read')
+  .argument('<code>', 'partner')
+  .argument('<barrier>', "the barrier's id (the partner's own)")
+  .argument('<plate>', 'what the camera read, e.g. "А123ВС77"')
+  .option('--alt <plates...>', 'OCR alternatives')
+  .option('--direction <d>', 'entry or exit', 'entry')
+  .description('ask smart-home whether to open for a plate read, and print the signed decision')
+  .action(
+    async (
+      code: string,
+      barrierId: string,
+      plate: string,
+      opts: { alt?: string[]; direction: 'entry' | 'exit' },
+    ) => {
+      const g = program.opts<{ url: string; ca: string; smartHomeKey: string }>();
+      const dir = dirOf(code);
+      const client = new PartnerClient({
+        identity: await loadIdentity(dir),
+        baseUrl: g.url,
+        serverCa: await readFile(g.ca, 'utf8'),
+        smartHomeKey: existsSync(g.smartHomeKey)
+          ? (JSON.parse(await readFile(g.smartHomeKey, 'utf8')) as JWK)
+          : undefined,
+      });
+      try {
+        const keys = JSON.parse(await readFile(path.join(dir, 'plate-keys.json'), 'utf8')) as Array<{
+          kid: string;
+          k: string;
+        }>;
+        for (const k of [...keys].reverse()) client.setPlateKey(k.kid, Buffer.from(k.k, 'base64url'));
+        const res = await client.barrierRead(barrierId, plate, {
+          direction: opts.direction,
+          ...(opts.alt ? { alternatives: opts.alt } : {}),
+        });
+        process.stdout.write(
+          `${res.status} ${JSON.stringify(res.body)}\nresponse signature: ${res.signatureValid ? 'valid' : 'NOT VALID'}\n`,
+        );
+        if (res.status !== 200) process.exitCode = 1;
+      } finally {
+        await client.close();
+      }
+    },
+  );
+
+program.parseAsync().catch((err: Error) => fail(err.message));

@@ -1,0 +1,173 @@
+import type { Socket } from 'node:net';
+import Fastify, { type FastifyInstance } from 'fastify';
+import type { JWK } from 'jose';
+import { barrierRoutes } from './barrier/decision-route.ts';
+import type { Config } from './config/config.ts';
+import type { FieldCipher } from './crypto/field-cipher.ts';
+import type { Db } from './db/db.ts';
+import { sql } from './db/sql.ts';
+import { AppError } from './errors.ts';
+import { installProblemHandlers, STRICT_AJV } from './http/problem-handler.ts';
+import type { ReplayCache } from './http-signatures/replay-cache.ts';
+import type { SigningKey } from './keys/service-keys.ts';
+import type { Logger } from './logger.ts';
+import { clientAddress } from './partner-zone/client-address.ts';
+import { partnerZone, peerThumbprint } from './partner-zone/partner-zone.ts';
+import { TokenBucketLimiter } from './partner-zone/rate-limiter.ts';
+import { createPartnerTokenServer, PARTNER_AUDIENCE } from './partner-zone/token-server.ts';
+import { createAccessTokenVerifier } from './partner-zone/token-verifier.ts';
+import { PartnerDirectory } from './partners/partner-directory.ts';
+import { CidrSet } from './util/cidr.ts';
+import { uuidv7 } from './util/uuid.ts';
+
+export { PARTNER_AUDIENCE };
+
+export interface TlsMaterial {
+  cert: string;
+  key: string;
+}
+
+export interface AppDeps {
+  config: Config;
+  logger: Logger;
+  db: Db;
+  cipher: FieldCipher;
+  tls: { public: TlsMaterial; partner: TlsMaterial & { clientCa: string } };
+  /** Ed25519: signs partner-zone responses and our requests to partners. */
+  responseKey: SigningKey;
+  /** ES256 private JWK with kid: signs partner access tokens. */
+  tokenKey: JWK;
+  replayCache: ReplayCache;
+}
+
+export interface App {
+  publicApp: FastifyInstance;
+  partnerApp: FastifyInstance;
+  /** The partner directory currently in force, and a way to reload it after a change. */
+  directory(): PartnerDirectory;
+  reloadDirectory(): Promise<void>;
+  close(): Promise<void>;
+}
+
+function serverOptions(cfg: Config) {
+  return {
+    requestTimeout: cfg.http.requestTimeoutMs,
+    keepAliveTimeout: cfg.http.keepAliveTimeoutMs,
+    connectionTimeout: cfg.http.requestTimeoutMs,
+    ajv: STRICT_AJV,
+    // Our ids, never the client's: request ids end up in journal entries.
+    genReqId: () => uuidv7(),
+    requestIdHeader: false as const,
+    return503OnClosing: true,
+  };
+}
+
+/**
+ * Builds both listeners without listening (tests drive them over real TLS on port 0; `start` binds
+ * them to the configured addresses).
+ */
+export async function buildApp(deps: AppDeps): Promise<App> {
+  const { config } = deps;
+  const trustedProxies = new CidrSet(config.partner.trustedProxies);
+  let directory = await PartnerDirectory.load(deps.db, config.partner.trustedProxies);
+  const reloadDirectory = async () => {
+    directory = await PartnerDirectory.load(deps.db, config.partner.trustedProxies);
+  };
+
+  // Typed as the plain instance: the https server and pino logger generics add nothing for our code.
+  const partnerApp = Fastify({
+    ...serverOptions(config),
+    loggerInstance: deps.logger.child({ listener: 'partner' }),
+    bodyLimit: config.partner.bodyLimit,
+    https: {
+      cert: deps.tls.partner.cert,
+      key: deps.tls.partner.key,
+      ca: deps.tls.partner.clientCa,
+      // Contract §1: no certificate, or one from another CA, fails the handshake itself.
+      requestCert: true,
+      rejectUnauthorized: true,
+      minVersion: 'TLSv1.2',
+    },
+  }) as unknown as FastifyInstance;
+  partnerApp.server.headersTimeout = config.http.headersTimeoutMs;
+  // Contract §1: a connection from an address in no partner's allowlist is closed before TLS starts.
+  partnerApp.server.prependListener('connection', (socket: Socket) => {
+    if (!directory.anyNetwork.has(socket.remoteAddress)) socket.destroy();
+  });
+  installProblemHandlers(partnerApp);
+  // The token endpoint lies outside the partner zone's hooks (oidc-provider answers it), but the
+  // per-partner address check applies there too (contract §1).
+  partnerApp.addHook('onRequest', async (req) => {
+    if (!req.url.startsWith('/oauth/')) return;
+    const thumbprint = peerThumbprint(req);
+    const partner = thumbprint ? directory.byThumbprint.get(thumbprint) : undefined;
+    if (partner && !partner.networks.has(clientAddress(req.raw, trustedProxies)))
+      throw new AppError('ip-not-allowed');
+  });
+
+  const authServer = createPartnerTokenServer({
+    issuer: config.partner.url,
+    signingKey: deps.tokenKey,
+    findClient: async (clientId) => {
+      const p = directory.byCode.get(clientId);
+      return (
+        p && {
+          clientId: p.code,
+          scopes: [...p.scopes],
+          certThumbprints: [...p.certThumbprints],
+          enabled: p.enabled,
+        }
+      );
+    },
+    logger: deps.logger,
+  });
+  await authServer.mount(partnerApp);
+
+  const tokens = createAccessTokenVerifier({
+    issuer: config.partner.url,
+    audience: PARTNER_AUDIENCE,
+    jwks: authServer.jwks,
+  });
+
+  await partnerApp.register(
+    async (zone) => {
+      // Applied to this context itself (not registered as a child), so its hooks cover the routes below.
+      await partnerZone({
+        directory: () => directory,
+        tokens,
+        replayCache: deps.replayCache,
+        limiter: new TokenBucketLimiter({
+          ratePerSecond: config.partner.rateLimit,
+          burst: config.partner.rateBurst,
+        }),
+        trustedProxies,
+        responseKey: deps.responseKey,
+      })(zone);
+      await zone.register(barrierRoutes({ db: deps.db, directory: () => directory }));
+    },
+    { prefix: '/partner/v1' },
+  );
+
+  const publicApp = Fastify({
+    ...serverOptions(config),
+    loggerInstance: deps.logger.child({ listener: 'public' }),
+    https: { cert: deps.tls.public.cert, key: deps.tls.public.key, minVersion: 'TLSv1.2' },
+  }) as unknown as FastifyInstance;
+  publicApp.server.headersTimeout = config.http.headersTimeoutMs;
+  installProblemHandlers(publicApp);
+  publicApp.get('/healthz', async () => ({ status: 'ok' }));
+  publicApp.get('/readyz', async () => {
+    await deps.db.query(sql`select 1`);
+    return { status: 'ready' };
+  });
+
+  return {
+    publicApp,
+    partnerApp,
+    directory: () => directory,
+    reloadDirectory,
+    async close() {
+      await Promise.allSettled([partnerApp.close(), publicApp.close()]);
+    },
+  };
+}

@@ -1,0 +1,199 @@
+#!/usr/bin/env node
+import { readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { Command, InvalidArgumentError } from 'commander';
+import { ConfigError, loadConfig } from './config/config.ts';
+import { FieldCipher } from './crypto/field-cipher.ts';
+import { exportPartnerKeysAsJwe } from './crypto/key-export.ts';
+import { migrate } from './db/migrate.ts';
+import { openDb } from './db/open-db.ts';
+import { sql } from './db/sql.ts';
+import { certInfo, certThumbprintS256, issueClientCert, issueClientCertFromCsr } from './pki/certificates.ts';
+import { applyDocument } from './registry/apply.ts';
+import { DocumentError, loadDocumentFile } from './registry/document.ts';
+import { loadPartnerKeys } from './registry/partner-secrets.ts';
+import { DATA_KEY_PURPOSES, ensureDevelopmentMaterial, loadKek, startServer } from './server.ts';
+
+const program = new Command()
+  .name('smart-home')
+  .description('SmartHome Integration Service of PropDevelopment')
+  .showHelpAfterError();
+
+function fail(message: string, code = 1): never {
+  process.stderr.write(`smart-home: ${message}\n`);
+  process.exit(code);
+}
+
+function config() {
+  try {
+    return loadConfig();
+  } catch (err) {
+    if (err instanceof ConfigError) fail(err.message, 2);
+    throw err;
+  }
+}
+
+async function withDb<T>(
+  fn: (deps: { db: Awaited<ReturnType<typeof openDb>>; cipher: FieldCipher }) => Promise<T>,
+) {
+  const cfg = config();
+  await ensureDevelopmentMaterial(cfg);
+  const db = await openDb({ url: cfg.database.url, pgliteDir: cfg.database.pgliteDir, poolMax: 2 });
+  try {
+    await migrate(db);
+    const cipher = await FieldCipher.open(db, await loadKek(cfg), DATA_KEY_PURPOSES);
+    return await fn({ db, cipher });
+  } finally {
+    await db.close();
+  }
+}
+
+program
+  .command('start')
+  .description('run both listeners (creates a development PKI and keys under DATA_DIR on first start)')
+  .action(async () => {
+    const runtime = await startServer(config());
+    let stopping = false;
+    const stop = async (signal: string) => {
+      if (stopping) return;
+      stopping = true;
+      runtime.logger.info({ signal }, 'shutting down');
+      await runtime.close();
+      process.exit(0);
+    };
+    process.on('SIGINT', () => void stop('SIGINT'));
+    process.on('SIGTERM', () => void stop('SIGTERM'));
+  });
+
+program
+  .command('migrate')
+  .description('apply pending database migrations and exit')
+  .action(async () => {
+    const cfg = config();
+    const db = await openDb({ url: cfg.database.url, pgliteDir: cfg.database.pgliteDir, poolMax: 1 });
+    try {
+      const { applied } = await migrate(db);
+      process.stdout.write(applied.length ? `applied: ${applied.join(', ')}\n` : 'database is up to date\n');
+    } finally {
+      await db.close();
+    }
+  });
+
+program
+  .command('apply')
+  .argument('<file>', 'provisioning document (YAML or JSON), see docs/provisioning.md')
+  .option('--dry-run', 'validate and apply in a transaction that is rolled back')
+  .description(
+    'provision complexes, partners, devices, residents, vehicles and passes, idempotently, in one transaction',
+  )
+  .action(async (file: string, opts: { dryRun?: boolean }) => {
+    let doc: Awaited<ReturnType<typeof loadDocumentFile>>;
+    try {
+      doc = await loadDocumentFile(file);
+    } catch (err) {
+      if (err instanceof DocumentError)
+        fail(`${file}${err.message.startsWith('/') ? '' : ': '}${err.message}`);
+      fail(`${file}: ${(err as Error).message}`);
+    }
+    await withDb(async ({ db, cipher }) => {
+      try {
+        const summary = await applyDocument(
+          { db, cipher },
+          doc,
+          { type: 'operator', id: 'cli' },
+          { dryRun: opts.dryRun ?? false },
+        );
+        for (const line of summary.changes) process.stdout.write(`  ${line}\n`);
+        process.stdout.write(
+          `${opts.dryRun ? 'dry run: would apply' : 'applied'}: ${summary.created} created, ${summary.updated} updated, ${summary.unchanged} unchanged\n`,
+        );
+      } catch (err) {
+        if (err instanceof DocumentError) fail(`${file}: ${err.message} (nothing was applied)`);
+        throw err;
+      }
+    });
+  });
+
+const pki = program.command('pki').description('the partner-issuing CA');
+pki
+  .command('issue')
+  .description("issue a partner's client certificate from its CSR (or, for development, with a new key)")
+  .option('--csr <file>', "the partner's PKCS#10 certificate signing request (PEM)")
+  .option('--dev <commonName>', 'development only: generate a key pair and certificate for this common name')
+  .option(
+    '--days <n>',
+    'validity in days',
+    (v) => {
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 1 || n > 825) throw new InvalidArgumentError('1 to 825');
+      return n;
+    },
+    365,
+  )
+  .requiredOption('--out <prefix>', 'write <prefix>.crt (and <prefix>.key with --dev)')
+  .action(async (opts: { csr?: string; dev?: string; days: number; out: string }) => {
+    const cfg = config();
+    if (!opts.csr === !opts.dev) fail('give exactly one of --csr or --dev');
+    if (opts.dev && cfg.env === 'production')
+      fail('--dev is refused in production: partners generate their own keys');
+    await ensureDevelopmentMaterial(cfg);
+    const ca = {
+      certPem: await readFile(cfg.partner.clientCa, 'utf8'),
+      keyPem: await readFile(cfg.partner.issuingCaKey, 'utf8'),
+    };
+    let certPem: string;
+    if (opts.csr) {
+      certPem = await issueClientCertFromCsr(ca, await readFile(opts.csr, 'utf8'), {
+        validityDays: opts.days,
+      });
+    } else {
+      const pair = await issueClientCert(ca, { commonName: opts.dev!, validityDays: opts.days });
+      certPem = pair.certPem;
+      await writeFile(`${opts.out}.key`, pair.keyPem, { mode: 0o600, flag: 'wx' });
+    }
+    await writeFile(`${opts.out}.crt`, certPem, { flag: 'wx' });
+    const info = certInfo(certPem);
+    process.stdout.write(
+      `wrote ${opts.out}.crt (CN=${info.subjectCommonName}, valid until ${info.notAfter.toISOString()})\n` +
+        `x5t#S256 thumbprint (register it under the partner's certificates): ${certThumbprintS256(certPem)}\n`,
+    );
+  });
+
+const partner = program.command('partner').description('partner key ceremony');
+partner
+  .command('export-keys')
+  .argument('<partner>', 'partner code')
+  .requiredOption('--out <file>', 'where to write the JWE (compact serialization)')
+  .description(
+    "write the partner's plate keys as a JWE to its registered encryption key, for delivery on another channel",
+  )
+  .action(async (code: string, opts: { out: string }) => {
+    await withDb(async ({ db, cipher }) => {
+      const p = await db.one<{ id: string }>(sql`select id from partners where code = ${code}`);
+      if (!p) fail(`unknown partner "${code}"`);
+      const enc = await db.one<{ public_jwk: unknown }>(
+        sql`select public_jwk from partner_encryption_keys where partner_id = ${p.id} order by added_at desc limit 1`,
+      );
+      if (!enc) fail(`partner "${code}" has no registered encryption key`);
+      const keys = (await loadPartnerKeys(db, cipher, p.id)).filter((k) => !k.retired);
+      const recipient = typeof enc.public_jwk === 'string' ? JSON.parse(enc.public_jwk) : enc.public_jwk;
+      const out = await exportPartnerKeysAsJwe({
+        plateKeys: keys.map((k) => ({ kid: k.kid, key: k.plateKey })),
+        pseudonymKey: keys[0] ? { kid: keys[0].kid, key: keys[0].pseudonymKey } : undefined,
+        recipient,
+        partnerId: code,
+      } as Parameters<typeof exportPartnerKeysAsJwe>[0]);
+      await writeFile(opts.out, `${out.jwe}\n`, { mode: 0o600, flag: 'wx' });
+      process.stdout.write(
+        `wrote ${path.resolve(opts.out)} — deliver it on another channel; never over the API.\n` +
+          `recipient key thumbprint: ${out.recipientThumbprint}\n` +
+          out.keyThumbprints.map((k) => `key ${k.kid} thumbprint: ${k.thumbprint}\n`).join('') +
+          'Read these thumbprints back to the partner over a second channel (RFC 7638).\n',
+      );
+    });
+  });
+
+program.parseAsync().catch((err: unknown) => {
+  const e = err as { code?: string; message?: string };
+  fail(e.code?.startsWith('ERR_') ? `${e.message}` : `unexpected error: ${e.message}`);
+});

@@ -1,0 +1,60 @@
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { AppError, type ProblemCode, problemBody } from '../errors.ts';
+
+function send(
+  reply: FastifyReply,
+  req: FastifyRequest,
+  code: ProblemCode,
+  detail?: string,
+  headers?: Record<string, string>,
+) {
+  const body = problemBody(code, detail, req.id);
+  if (headers) reply.headers(headers);
+  return reply.code(body.status).type('application/problem+json').send(body);
+}
+
+/** Describes a schema failure by path only: the offending value may be personal data. */
+function validationDetail(err: FastifyError): string {
+  const v = err.validation?.[0];
+  if (!v) return 'the request does not match its schema';
+  const where = `${err.validationContext ?? 'body'}${v.instancePath || ''}`;
+  if (v.keyword === 'additionalProperties') {
+    const extra = (v.params as { additionalProperty?: string }).additionalProperty;
+    return `${where}: unknown field "${String(extra).slice(0, 64)}"`;
+  }
+  return `${where} ${v.message ?? 'is not valid'}`;
+}
+
+/** Every error leaves as an RFC 9457 problem body (contract §4); 5xx bodies expose nothing. */
+export function installProblemHandlers(app: FastifyInstance): void {
+  app.setErrorHandler((err: FastifyError | AppError, req, reply) => {
+    if (err instanceof AppError) return send(reply, req, err.code, err.detail, err.headers);
+    if ('validation' in err && err.validation)
+      return send(reply, req, 'invalid-request', validationDetail(err));
+    switch (err.code) {
+      case 'FST_ERR_CTP_BODY_TOO_LARGE':
+        return send(reply, req, 'payload-too-large');
+      case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+      case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
+        return send(reply, req, 'unsupported-media-type');
+      case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+      case 'FST_ERR_CTP_INVALID_JSON_BODY':
+        return send(reply, req, 'invalid-request', 'the body is not valid JSON');
+    }
+    if (err.statusCode && err.statusCode < 500)
+      return send(reply, req, 'invalid-request', 'the request is malformed');
+    req.log.error({ err }, 'unhandled error');
+    return send(reply, req, 'internal');
+  });
+  app.setNotFoundHandler((req, reply) => send(reply, req, 'not-found'));
+}
+
+/** Ajv as a security product wants it: unknown fields are errors, never silently dropped or coerced. */
+export const STRICT_AJV = {
+  customOptions: {
+    removeAdditional: false as const,
+    coerceTypes: false as const,
+    useDefaults: false,
+    allErrors: false,
+  },
+};

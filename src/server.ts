@@ -1,0 +1,168 @@
+import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { Redis } from 'ioredis';
+import { type App, buildApp } from './app.ts';
+import type { Config } from './config/config.ts';
+import { FieldCipher } from './crypto/field-cipher.ts';
+import { createKekFile, type Kek, kekFromBase64, loadKekFromFile } from './crypto/kek.ts';
+import type { Db } from './db/db.ts';
+import { migrate } from './db/migrate.ts';
+import { openDb } from './db/open-db.ts';
+import { MemoryReplayCache, RedisReplayCache, type ReplayCache } from './http-signatures/replay-cache.ts';
+import { ensureJwkFile, loadSigningKey } from './keys/service-keys.ts';
+import { createLogger, type Logger } from './logger.ts';
+import { ensureDevPki, isDevelopmentCert } from './pki/dev-pki.ts';
+import { DATA_KEY_PURPOSES } from './registry/data-key-purposes.ts';
+
+export { DATA_KEY_PURPOSES };
+
+export class StartupError extends Error {
+  readonly code = 'ERR_STARTUP';
+}
+
+/**
+ * Development convenience: on first start, create the PKI, service keys and key-encryption key under
+ * DATA_DIR. Never in production: there every one of them must come from configuration.
+ */
+export async function ensureDevelopmentMaterial(config: Config): Promise<string[]> {
+  if (config.env === 'production') return [];
+  const created: string[] = [];
+  const pki = await ensureDevPki(path.join(config.dataDir, 'pki'));
+  if (pki.created) created.push(`development PKI in ${path.join(config.dataDir, 'pki')}`);
+  if (await ensureJwkFile(config.keys.signingKeyFile, 'Ed25519'))
+    created.push(`response-signing key ${config.keys.signingKeyFile}`);
+  if (await ensureJwkFile(config.keys.tokenKeyFile, 'ES256'))
+    created.push(`token-signing key ${config.keys.tokenKeyFile}`);
+  if (!config.keys.kek && !existsSync(config.keys.kekFile)) {
+    await createKekFile(config.keys.kekFile);
+    created.push(`key-encryption key ${config.keys.kekFile}`);
+  }
+  return created;
+}
+
+export async function loadKek(config: Config): Promise<Kek> {
+  if (config.keys.kek) return kekFromBase64(config.keys.kek);
+  if (config.env === 'production' && config.keys.kekFile.startsWith(config.dataDir + path.sep)) {
+    throw new StartupError(
+      'SMART_HOME_KEK_FILE points into DATA_DIR, where development keys live; refused in production',
+    );
+  }
+  return loadKekFromFile(config.keys.kekFile);
+}
+
+async function readPem(file: string, what: string): Promise<string> {
+  try {
+    return await readFile(file, 'utf8');
+  } catch {
+    throw new StartupError(`cannot read ${what} at ${file}`);
+  }
+}
+
+export interface Runtime {
+  app: App;
+  db: Db;
+  cipher: FieldCipher;
+  logger: Logger;
+  close(): Promise<void>;
+}
+
+/** Opens the database, migrates, loads keys and builds the app (without listening). */
+export async function createRuntime(
+  config: Config,
+  logger = createLogger({ level: config.log.level }),
+  inject: { db?: Db } = {},
+): Promise<Runtime> {
+  const tls = {
+    public: {
+      cert: await readPem(config.public.tlsCert, 'the public listener certificate'),
+      key: await readPem(config.public.tlsKey, 'the public listener key'),
+    },
+    partner: {
+      cert: await readPem(config.partner.tlsCert, 'the partner listener certificate'),
+      key: await readPem(config.partner.tlsKey, 'the partner listener key'),
+      clientCa: await readPem(config.partner.clientCa, 'the partner-issuing CA certificate'),
+    },
+  };
+  if (config.env === 'production') {
+    for (const [what, pem] of [
+      ['SMART_HOME_PUBLIC_TLS_CERT', tls.public.cert],
+      ['SMART_HOME_PARTNER_TLS_CERT', tls.partner.cert],
+      ['SMART_HOME_PARTNER_CLIENT_CA', tls.partner.clientCa],
+    ] as const) {
+      if (isDevelopmentCert(pem))
+        throw new StartupError(`${what} is a development certificate; refused in production`);
+    }
+  }
+  const kek = await loadKek(config);
+  const responseKey = await loadSigningKey(config.keys.signingKeyFile, 'Ed25519');
+  const tokenKey = (await loadSigningKey(config.keys.tokenKeyFile, 'ES256')).privateJwk;
+
+  const db =
+    inject.db ??
+    (await openDb({
+      url: config.database.url,
+      pgliteDir: config.database.pgliteDir,
+      poolMax: config.database.poolMax,
+    }));
+  let redis: Redis | undefined;
+  try {
+    const { applied } = await migrate(db);
+    if (applied.length > 0) logger.info({ applied }, 'database migrated');
+    const cipher = await FieldCipher.open(db, kek, DATA_KEY_PURPOSES);
+    let replayCache: ReplayCache;
+    if (config.redis.url) {
+      redis = new Redis(config.redis.url, { lazyConnect: true, maxRetriesPerRequest: 2 });
+      await redis.connect();
+      replayCache = new RedisReplayCache(redis);
+    } else replayCache = new MemoryReplayCache();
+    const app = await buildApp({ config, logger, db, cipher, tls, responseKey, tokenKey, replayCache });
+    return {
+      app,
+      db,
+      cipher,
+      logger,
+      async close() {
+        await app.close();
+        await replayCache.close();
+        await db.close();
+      },
+    };
+  } catch (err) {
+    redis?.disconnect();
+    await db.close();
+    throw err;
+  }
+}
+
+/** `smart-home start`: both listeners up, registry refreshed periodically, graceful shutdown. */
+export async function startServer(config: Config): Promise<Runtime> {
+  const logger = createLogger({ level: config.log.level });
+  const created = await ensureDevelopmentMaterial(config);
+  for (const what of created) logger.warn(`created ${what} (development only)`);
+  const runtime = await createRuntime(config, logger);
+  const { app } = runtime;
+  await app.partnerApp.listen({ host: config.partner.host, port: config.partner.port });
+  await app.publicApp.listen({ host: config.public.host, port: config.public.port });
+  const refresh = setInterval(() => {
+    app.reloadDirectory().catch((err) => logger.error({ err }, 'registry refresh failed'));
+  }, config.registry.refreshMs);
+  refresh.unref();
+  const close = runtime.close;
+  runtime.close = async () => {
+    clearInterval(refresh);
+    await close();
+  };
+  logger.info(
+    {
+      env: config.env,
+      database: config.database.url ? 'postgres' : config.database.pgliteDir,
+      replayCache: config.redis.url ? 'redis' : 'memory',
+      partnerListener: `https://${config.partner.host}:${(app.partnerApp.server.address() as { port: number }).port}`,
+      publicListener: `https://${config.public.host}:${(app.publicApp.server.address() as { port: number }).port}`,
+      dataDir: config.dataDir,
+    },
+    'smart-home is ready',
+  );
+  return runtime;
+}
