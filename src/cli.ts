@@ -179,10 +179,9 @@ partner
       const recipient = typeof enc.public_jwk === 'string' ? JSON.parse(enc.public_jwk) : enc.public_jwk;
       const out = await exportPartnerKeysAsJwe({
         plateKeys: keys.map((k) => ({ kid: k.kid, key: k.plateKey })),
-        pseudonymKey: keys[0] ? { kid: keys[0].kid, key: keys[0].pseudonymKey } : undefined,
         recipient,
         partnerId: code,
-      } as Parameters<typeof exportPartnerKeysAsJwe>[0]);
+      });
       await writeFile(opts.out, `${out.jwe}\n`, { mode: 0o600, flag: 'wx' });
       process.stdout.write(
         `wrote ${path.resolve(opts.out)} — deliver it on another channel; never over the API.\n` +

@@ -153,13 +153,30 @@ export async function startServer(config: Config): Promise<Runtime> {
     clearInterval(refresh);
     await close();
   };
+  const partnerPort = (app.partnerApp.server.address() as { port: number }).port;
+  const publicPort = (app.publicApp.server.address() as { port: number }).port;
+  if (config.log.level !== 'silent') {
+    process.stderr.write(
+      [
+        '',
+        `smart-home is ready (${config.env})`,
+        `  partner listener (mTLS)  https://${config.partner.host}:${partnerPort}   token: /oauth/token`,
+        `  public listener          https://${config.public.host}:${publicPort}   health: /healthz`,
+        `  database                 ${config.database.url ? 'PostgreSQL (DATABASE_URL)' : `embedded PGlite in ${config.database.pgliteDir}`}`,
+        `  signature nonces         ${config.redis.url ? 'Redis (REDIS_URL)' : 'in memory'}`,
+        `  PKI and keys             ${config.env === 'production' ? 'from configuration' : `${config.dataDir}/pki, ${config.dataDir}/keys (development only)`}`,
+        '  provision with           npm run smart-home -- apply examples/provisioning.yaml',
+        '',
+      ].join('\n'),
+    );
+  }
   logger.info(
     {
       env: config.env,
       database: config.database.url ? 'postgres' : config.database.pgliteDir,
       replayCache: config.redis.url ? 'redis' : 'memory',
-      partnerListener: `https://${config.partner.host}:${(app.partnerApp.server.address() as { port: number }).port}`,
-      publicListener: `https://${config.public.host}:${(app.publicApp.server.address() as { port: number }).port}`,
+      partnerListener: `https://${config.partner.host}:${partnerPort}`,
+      publicListener: `https://${config.public.host}:${publicPort}`,
       dataDir: config.dataDir,
     },
     'smart-home is ready',

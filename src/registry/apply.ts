@@ -561,7 +561,7 @@ class ApplyContext {
         }
         if (vehiclesChanged) kind ??= 'update';
       }
-      if (kind) await this.journal(kind, 'resident', id, { ref: short(r.ref) });
+      if (kind) await this.journal(kind, 'resident', id, { ref: short(r.ref) }, r.ref);
       else this.unchanged();
     }
   }
