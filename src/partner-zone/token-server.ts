@@ -48,7 +48,7 @@ function adapterFactory(findClient: PartnerTokenServerOptions['findClient']) {
     async find(id: string): Promise<AdapterPayload | undefined> {
       if (this.name === 'Client') {
         const c = await findClient(id);
-        if (!c || !c.enabled || c.certThumbprints.length === 0) return undefined;
+        if (!c?.enabled || c.certThumbprints.length === 0) return undefined;
         return {
           client_id: c.clientId,
           grant_types: ['client_credentials'],

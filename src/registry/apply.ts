@@ -87,14 +87,16 @@ class ApplyContext {
     this.summary = summary;
   }
 
+  /** `label` names the object in the operator's summary; the journal gets ids and `details` only. */
   async journal(
     kind: 'create' | 'update',
     object: string,
     subjectId: string,
     details: Record<string, unknown>,
+    label?: string,
   ) {
     this.summary[kind === 'create' ? 'created' : 'updated']++;
-    this.summary.changes.push(`${object} ${details['code'] ?? details['ref'] ?? subjectId} ${kind}d`);
+    this.summary.changes.push(`${object} ${label ?? details['code'] ?? subjectId} ${kind}d`);
     await appendJournal(this.tx, {
       actorType: this.actor.type,
       actorId: this.actor.id,
