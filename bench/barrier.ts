@@ -7,7 +7,7 @@
  * mutual TLS (bench/ceiling-server.ts). Results go to docs/benchmarks.md.
  *
  * Options (env): BENCH_SECONDS (default 15), BENCH_CONNECTIONS (64), BENCH_RESIDENTS (2000),
- * BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/test; the PostgreSQL run is skipped
+ * BENCH_ENGINES (pglite,postgres), BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/test; the PostgreSQL run is skipped
  * with a note when it is unreachable).
  */
 import pg from 'pg';
@@ -51,9 +51,13 @@ interface Row {
 const rows: Row[] = [];
 const log = (s: string) => process.stderr.write(`${s}\n`);
 
-const engines: Array<'pglite' | 'postgres'> = ['pglite'];
-if (await pgReachable()) engines.push('postgres');
-else log(`PostgreSQL at ${pgUrl} is unreachable: measuring PGlite only`);
+const wanted = (process.env['BENCH_ENGINES'] ?? 'pglite,postgres').split(',');
+const engines: Array<'pglite' | 'postgres'> = [];
+if (wanted.includes('pglite')) engines.push('pglite');
+if (wanted.includes('postgres')) {
+  if (await pgReachable()) engines.push('postgres');
+  else log(`PostgreSQL at ${pgUrl} is unreachable: not measured`);
+}
 
 let ceiling: LoadResult | undefined;
 for (const engine of engines) {

@@ -9,11 +9,11 @@ function queryable(client: pg.Pool | pg.PoolClient): Queryable {
   return {
     async query<T extends Row>(q: SqlFragment) {
       const { text, values } = q.compile();
-      return (await client.query<T>(text, values)).rows;
+      return (await client.query<T>(q.name ? { name: q.name, text, values } : { text, values })).rows;
     },
     async one<T extends Row>(q: SqlFragment) {
       const { text, values } = q.compile();
-      return (await client.query<T>(text, values)).rows[0];
+      return (await client.query<T>(q.name ? { name: q.name, text, values } : { text, values })).rows[0];
     },
     async exec(text: string) {
       await client.query(text);

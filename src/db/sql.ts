@@ -5,9 +5,21 @@
 export class SqlFragment {
   readonly strings: readonly string[];
   readonly values: readonly unknown[];
-  constructor(strings: readonly string[], values: readonly unknown[]) {
+  /** Set by `named()`: the statement is prepared once per connection under this name. */
+  readonly name: string | undefined;
+  constructor(strings: readonly string[], values: readonly unknown[], name?: string) {
     this.strings = strings;
     this.values = values;
+    this.name = name;
+  }
+
+  /**
+   * The same statement, prepared once per connection and planned generically from then on. For hot
+   * statements whose planning costs more than their execution (the barrier look-up plans in ~1 ms and
+   * runs in ~0.1 ms).
+   */
+  named(name: string): SqlFragment {
+    return new SqlFragment(this.strings, this.values, name);
   }
 
   /** Compiles to `$1…$n` placeholders, flattening nested fragments. */

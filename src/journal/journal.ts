@@ -1,5 +1,5 @@
 import type { Queryable } from '../db/db.ts';
-import { sql } from '../db/sql.ts';
+import { type SqlFragment, sql } from '../db/sql.ts';
 import { uuidv7 } from '../util/uuid.ts';
 
 export type ActorType = 'partner' | 'resident' | 'operator' | 'system';
@@ -20,15 +20,23 @@ export interface JournalEntry {
   id?: string;
 }
 
+export const JOURNAL_COLUMNS = sql.unsafe(
+  'id, actor_type, actor_id, action, partner_id, device_id, subject_type, subject_id, result, request_id, details',
+);
+
+/** The entry's values, in the order of JOURNAL_COLUMNS (for statements that insert it themselves). */
+export function journalValues(e: JournalEntry & { id: string }): SqlFragment {
+  return sql`${e.id}::uuid, ${e.actorType}, ${e.actorId ?? null}, ${e.action}, ${e.partnerId ?? null}::uuid,
+    ${e.deviceId ?? null}::uuid, ${e.subjectType ?? null}, ${e.subjectId ?? null}, ${e.result}, ${e.requestId ?? null},
+    ${JSON.stringify(e.details ?? {})}::jsonb`;
+}
+
 /**
  * Appends one entry. Always called with the transaction that makes the change, so the change and its
  * journal entry commit or roll back together (seed 002: audit of every access action).
  */
 export async function appendJournal(tx: Queryable, e: JournalEntry): Promise<string> {
   const id = e.id ?? uuidv7();
-  await tx.query(sql`insert into journal
-    (id, actor_type, actor_id, action, partner_id, device_id, subject_type, subject_id, result, request_id, details)
-    values (${id}, ${e.actorType}, ${e.actorId ?? null}, ${e.action}, ${e.partnerId ?? null}, ${e.deviceId ?? null},
-      ${e.subjectType ?? null}, ${e.subjectId ?? null}, ${e.result}, ${e.requestId ?? null}, ${JSON.stringify(e.details ?? {})})`);
+  await tx.query(sql`insert into journal (${JOURNAL_COLUMNS}) values (${journalValues({ ...e, id })})`);
   return id;
 }

@@ -647,11 +647,13 @@ class ApplyContext {
           await this.tx.query(sql`insert into guest_pass_devices (pass_id, device_id) values (${id}, ${d})`);
       }
       if (kind)
-        await this.journal(kind, 'guest-pass', id, {
-          ref: short(g.ref),
-          residentId: issuer.id,
-          revoked: revokedWanted,
-        });
+        await this.journal(
+          kind,
+          'guest-pass',
+          id,
+          { ref: short(g.ref), residentId: issuer.id, revoked: revokedWanted },
+          g.ref,
+        );
       else this.unchanged();
     }
   }
