@@ -11,6 +11,7 @@ import { sql } from './db/sql.ts';
 import { certInfo, certThumbprintS256, issueClientCert, issueClientCertFromCsr } from './pki/certificates.ts';
 import { applyDocument } from './registry/apply.ts';
 import { DocumentError, loadDocumentFile } from './registry/document.ts';
+import { retirePartnerKey, rotatePartnerKeys } from './registry/partner-key-rotation.ts';
 import { loadPartnerKeys } from './registry/partner-secrets.ts';
 import { DATA_KEY_PURPOSES, ensureDevelopmentMaterial, loadKek, startServer } from './server.ts';
 
@@ -189,6 +190,32 @@ partner
           out.keyThumbprints.map((k) => `key ${k.kid} thumbprint: ${k.thumbprint}\n`).join('') +
           'Read these thumbprints back to the partner over a second channel (RFC 7638).\n',
       );
+    });
+  });
+
+partner
+  .command('rotate-keys')
+  .argument('<partner>', 'partner code')
+  .description('add a new plate-key version (tokens recomputed); the old one works until retired')
+  .action(async (code: string) => {
+    await withDb(async (deps) => {
+      const { kid, tokens } = await rotatePartnerKeys(deps, code, { type: 'operator', id: 'cli' });
+      process.stdout.write(
+        `new key ${kid}: ${tokens} plate tokens computed. Deliver it with \`partner export-keys ${code}\`, ` +
+          `then retire the old key with \`partner retire-key ${code} <kid>\` once the partner has switched.\n`,
+      );
+    });
+  });
+
+partner
+  .command('retire-key')
+  .argument('<partner>', 'partner code')
+  .argument('<kid>', 'key id to retire')
+  .description('retire a plate-key version: its tokens are deleted and requests naming it are refused')
+  .action(async (code: string, kid: string) => {
+    await withDb(async (deps) => {
+      await retirePartnerKey(deps, code, kid, { type: 'operator', id: 'cli' });
+      process.stdout.write(`retired ${kid}\n`);
     });
   });
 

@@ -84,7 +84,8 @@ export async function decideBarrier(
   const tokens = body.candidates.map((c) => c.token);
   const since = new Date(now.getTime() - IDEMPOTENCY_MS);
 
-  const found = (await db.one<Record<string, unknown>>(sql`
+  const found = (await db.one<Record<string, unknown>>(
+    sql`
     select
       (select json_build_object('request_hash', request_hash, 'response', response) from barrier_decisions
         where partner_id = ${partner.id} and event_id = ${body.eventId} and created_at > ${since}) as prior,
@@ -114,7 +115,8 @@ export async function decideBarrier(
         join guest_passes gp on gp.id = pt.pass_id
         where exists (select 1 from guest_pass_devices gpd where gpd.pass_id = gp.id and gpd.device_id = ${device.id})
         order by (gp.revoked_at is null and gp.valid_from <= ${now} and gp.valid_until > ${now}) desc, c.idx
-        limit 1) as pass`.named('barrier_lookup')))!;
+        limit 1) as pass`.named('barrier_lookup'),
+  ))!;
   const lookup: Lookup = {
     prior: found['prior'] ? parse<Lookup['prior']>(found['prior']) : null,
     resident_id: (found['resident_id'] as string | null) ?? null,
@@ -166,7 +168,8 @@ export async function decideBarrier(
       candidates: body.candidates.length,
     },
   };
-  const written = await db.one<{ inserted: number }>(sql`
+  const written = await db.one<{ inserted: number }>(
+    sql`
     with d as (
       insert into barrier_decisions (partner_id, event_id, request_hash, response, created_at)
       values (${partner.id}, ${body.eventId}, ${hash}, ${JSON.stringify(decision)}, ${now})
@@ -175,7 +178,8 @@ export async function decideBarrier(
     ), j as (
       insert into journal (${JOURNAL_COLUMNS}) select ${journalValues(entry)} from d returning id
     )
-    select (select count(*) from j)::int as inserted`.named('barrier_record'));
+    select (select count(*) from j)::int as inserted`.named('barrier_record'),
+  );
   if (written?.inserted === 1) return decision;
   // Another request with this eventId committed first: answer as it was answered, or 409.
   const prior = await db.one<{ request_hash: string; response: unknown }>(

@@ -1,0 +1,36 @@
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import type { PartnerClient } from '../../simulator/partner-client.ts';
+import { type Harness, startHarness } from '../support/harness.ts';
+import { PLATES, standardWorld } from '../support/world.ts';
+
+let h: Harness;
+let north: PartnerClient;
+let south: PartnerClient;
+
+before(async () => {
+  h = await startHarness({
+    partners: [{ code: 'barrier-north' }, { code: 'barrier-south' }],
+    document: (ids) => standardWorld(ids),
+    env: { SMART_HOME_PARTNER_RATE_LIMIT: '1', SMART_HOME_PARTNER_RATE_BURST: '3' },
+  });
+  north = await h.client('barrier-north');
+  south = await h.client('barrier-south', { localAddress: '127.0.0.3' });
+});
+after(() => h.close());
+
+test('a partner over its rate limit gets 429 with Retry-After; another partner is unaffected', async () => {
+  const statuses: number[] = [];
+  let limited: Awaited<ReturnType<PartnerClient['barrierRead']>> | undefined;
+  for (let i = 0; i < 5; i++) {
+    const res = await north.barrierRead('gate-1', PLATES.anna);
+    statuses.push(res.status);
+    if (res.status === 429) limited ??= res;
+  }
+  assert.deepEqual(statuses.slice(0, 3), [200, 200, 200]);
+  assert.ok(limited, 'the burst is spent after three requests');
+  assert.ok(Number(limited.headers['retry-after']) >= 1);
+  assert.equal((limited.body as unknown as { type: string }).type, 'urn:smart-home:problem:rate-limited');
+  assert.equal(limited.signatureValid, true);
+  assert.equal((await south.barrierRead('gate-s', PLATES.boris)).status, 200);
+});
