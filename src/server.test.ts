@@ -1,0 +1,58 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import { loadConfig } from './config/config.ts';
+import { createLogger } from './logger.ts';
+import { createRuntime, ensureDevelopmentMaterial } from './server.ts';
+
+let dir: string;
+before(async () => {
+  dir = await mkdtemp(path.join(tmpdir(), 'smart-home-prod-'));
+  await ensureDevelopmentMaterial(loadConfig({ SMART_HOME_DATA_DIR: dir }));
+});
+after(() => rm(dir, { recursive: true, force: true }));
+
+test('production refuses development certificates even when every setting is given', async () => {
+  const p = (f: string) => path.join(dir, f);
+  const config = loadConfig({
+    NODE_ENV: 'production',
+    SMART_HOME_DATA_DIR: path.join(dir, 'prod-data'),
+    DATABASE_URL: 'postgres://127.0.0.1:1/never-reached',
+    SMART_HOME_KEK: randomBytes(32).toString('base64'),
+    SMART_HOME_PARTNER_URL: 'https://partners.example',
+    SMART_HOME_PUBLIC_TLS_CERT: p('pki/public-server.crt'),
+    SMART_HOME_PUBLIC_TLS_KEY: p('pki/public-server.key'),
+    SMART_HOME_PARTNER_TLS_CERT: p('pki/partner-server.crt'),
+    SMART_HOME_PARTNER_TLS_KEY: p('pki/partner-server.key'),
+    SMART_HOME_PARTNER_CLIENT_CA: p('pki/partner-issuing-ca.crt'),
+    SMART_HOME_SIGNING_KEY_FILE: p('keys/response-signing.jwk'),
+    SMART_HOME_TOKEN_KEY_FILE: p('keys/token-signing.jwk'),
+  });
+  await assert.rejects(
+    createRuntime(config, createLogger({ level: 'silent' })),
+    /SMART_HOME_PUBLIC_TLS_CERT is a development certificate; refused in production/,
+  );
+});
+
+test('production generates no development material', async () => {
+  const created = await ensureDevelopmentMaterial(
+    loadConfig({
+      NODE_ENV: 'production',
+      SMART_HOME_DATA_DIR: path.join(dir, 'x'),
+      DATABASE_URL: 'postgres://x',
+      SMART_HOME_KEK: randomBytes(32).toString('base64'),
+      SMART_HOME_PARTNER_URL: 'https://p',
+      SMART_HOME_PUBLIC_TLS_CERT: 'a',
+      SMART_HOME_PUBLIC_TLS_KEY: 'a',
+      SMART_HOME_PARTNER_TLS_CERT: 'a',
+      SMART_HOME_PARTNER_TLS_KEY: 'a',
+      SMART_HOME_PARTNER_CLIENT_CA: 'a',
+      SMART_HOME_SIGNING_KEY_FILE: 'a',
+      SMART_HOME_TOKEN_KEY_FILE: 'a',
+    }),
+  );
+  assert.deepEqual(created, []);
+});

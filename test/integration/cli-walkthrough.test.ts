@@ -1,0 +1,103 @@
+/**
+ * The README's "by hand" walk-through, command by command, as a newcomer would type it: the partner
+ * simulator's keys and CSR, our CA issuing its certificate, `apply`, the key ceremony, `start`, and
+ * camera reads — each a separate process on a fresh data directory.
+ */
+import assert from 'node:assert/strict';
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import { promisify } from 'node:util';
+
+const run = promisify(execFile);
+let dir: string;
+let server: ChildProcess | undefined;
+const env = () => ({
+  ...process.env,
+  NODE_ENV: 'development',
+  SMART_HOME_DATA_DIR: path.join(dir, 'data'),
+  SMART_HOME_PARTNER_PORT: '0',
+  SMART_HOME_PUBLIC_PORT: '0',
+  DATABASE_URL: '',
+  REDIS_URL: '',
+  LOG_LEVEL: 'warn',
+});
+const cli = (script: string, args: string[]) =>
+  run(process.execPath, [path.resolve(script), ...args], { cwd: dir, env: env(), timeout: 60_000 });
+const smartHome = (...args: string[]) => cli('src/cli.ts', args);
+const simulator = (...args: string[]) => cli('simulator/cli.ts', ['--home', 'data/simulator', ...args]);
+
+before(async () => {
+  dir = await mkdtemp(path.join(tmpdir(), 'smart-home-cli-'));
+  await run('cp', ['-r', path.resolve('examples'), dir]);
+});
+after(async () => {
+  server?.kill('SIGTERM');
+  await rm(dir, { recursive: true, force: true });
+});
+
+test('onboarding, provisioning, key ceremony and a camera read, through the CLIs only', async () => {
+  for (const code of ['barrier-demo', 'barrier-other']) {
+    const init = await simulator('init', code);
+    assert.match(init.stdout, /signing key thumbprint: +[A-Za-z0-9_-]{43}/);
+    const issued = await smartHome(
+      'pki',
+      'issue',
+      '--csr',
+      `data/simulator/${code}/client.csr`,
+      '--out',
+      `data/simulator/${code}/public/client`,
+    );
+    assert.match(issued.stdout, /x5t#S256 thumbprint .*: [A-Za-z0-9_-]{43}/);
+  }
+  const applied = await smartHome('apply', 'examples/provisioning.yaml');
+  assert.match(applied.stdout, /applied: \d+ created, 0 updated, 0 unchanged/);
+  const again = await smartHome('apply', 'examples/provisioning.yaml');
+  assert.match(again.stdout, /applied: 0 created, 0 updated, \d+ unchanged/);
+
+  await assert.rejects(smartHome('apply', 'examples/missing.yaml'), /examples\/missing\.yaml/);
+
+  const exported = await smartHome(
+    'partner',
+    'export-keys',
+    'barrier-demo',
+    '--out',
+    'data/simulator/barrier-demo/keys.jwe',
+  );
+  assert.match(exported.stdout, /key barrier-demo-v1 thumbprint: [A-Za-z0-9_-]{43}/);
+  assert.match(
+    (await simulator('import-keys', 'barrier-demo')).stdout,
+    /imported plate keys: barrier-demo-v1/,
+  );
+
+  server = spawn(process.execPath, [path.resolve('src/cli.ts'), 'start'], {
+    cwd: dir,
+    env: env(),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const port = await new Promise<string>((resolve, reject) => {
+    let err = '';
+    server!.stderr!.on('data', (d) => {
+      err += d;
+      const m = /partner listener \(mTLS\) +https:\/\/127\.0\.0\.1:(\d+)/.exec(err);
+      if (m) resolve(m[1]!);
+    });
+    server!.once('exit', (code) => reject(new Error(`start exited with ${code}: ${err}`)));
+  });
+  // While the service holds the embedded database, a second process is refused instead of corrupting it.
+  await assert.rejects(smartHome('apply', 'examples/provisioning.yaml'), /in use by process/);
+
+  const read = (barrier: string, plate: string) =>
+    simulator('--url', `https://localhost:${port}`, 'barrier', 'read', 'barrier-demo', barrier, plate).then(
+      (r) => r.stdout,
+      (e: { stdout: string }) => e.stdout,
+    );
+  assert.match(
+    await read('gate-1', 'А123ВС77'),
+    /^200 .*"decision":"open","reason":"resident_vehicle".*\nresponse signature: valid/s,
+  );
+  assert.match(await read('gate-1', 'Т001ТТ77'), /"decision":"deny","reason":"not_registered"/);
+  assert.match(await read('gate-yug', 'А123ВС77'), /^404 .*not-found/);
+});
