@@ -3,7 +3,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Db } from '../db/db.ts';
 import { AppError } from '../errors.ts';
 import type { PartnerDirectory } from '../partners/partner-directory.ts';
-import { type DecisionRequest, decideBarrier } from './decision-service.ts';
+import { createBarrierDecider, type DecisionRequest } from './decision-service.ts';
 
 const Params = T.Object(
   { barrierId: T.String({ minLength: 1, maxLength: 100 }) },
@@ -51,6 +51,7 @@ const Decision = T.Object({
 
 /** `POST /partner/v1/barriers/{barrierId}/decisions` (contract §6). */
 export function barrierRoutes(deps: { db: Db; directory: () => PartnerDirectory }) {
+  const decider = createBarrierDecider(deps.db);
   return async (app: FastifyInstance) => {
     app.post<{ Params: Static<typeof Params>; Body: Static<typeof Body> }>(
       '/barriers/:barrierId/decisions',
@@ -63,7 +64,7 @@ export function barrierRoutes(deps: { db: Db; directory: () => PartnerDirectory 
         const partner = req.partner!;
         const device = deps.directory().device(partner, req.params.barrierId, 'barrier');
         if (!device) throw new AppError('not-found');
-        return decideBarrier(deps.db, partner, device, req.body as DecisionRequest, req.id);
+        return decider.decide(partner, device, req.body as DecisionRequest, req.id);
       },
     );
   };

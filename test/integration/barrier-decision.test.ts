@@ -97,6 +97,36 @@ describe('barrier decisions over mTLS against the simulator (contract §6)', () 
     assert.equal(await journalCount(), before);
   });
 
+  test('concurrent retries of one event are answered alike and journaled once; a conflicting copy gets 409', async () => {
+    const eventId = uuidv7();
+    const capturedAt = new Date();
+    const before = await journalCount();
+    const results = await Promise.all([
+      ...Array.from({ length: 12 }, () => north.barrierRead('gate-1', PLATES.anna, { eventId, capturedAt })),
+      north.barrierRead('gate-1', PLATES.unknown, { eventId, capturedAt }),
+    ]);
+    const ok = results.filter((r) => r.status === 200);
+    assert.equal(ok.length, 12);
+    assert.equal(new Set(ok.map((r) => r.body['decisionId'])).size, 1, 'one decision, one id');
+    assert.equal(results.filter((r) => r.status === 409).length, 1);
+    assert.equal(await journalCount(), before + 1);
+  });
+
+  test('many different reads at once are each decided on their own merits', async () => {
+    const reads = [PLATES.anna, PLATES.unknown, PLATES.guest, PLATES.expiredGuest, PLATES.boris];
+    const expected = [
+      'resident_vehicle',
+      'not_registered',
+      'guest_pass',
+      'pass_not_valid_now',
+      'not_registered',
+    ];
+    const results = await Promise.all(
+      Array.from({ length: 40 }, (_, i) => north.barrierRead('gate-1', reads[i % 5]!)),
+    );
+    results.forEach((r, i) => assert.equal(r.body['reason'], expected[i % 5], `read ${i}`));
+  });
+
   test('the same event id with another body is a 409 conflict', async () => {
     const eventId = uuidv7();
     const capturedAt = new Date();
