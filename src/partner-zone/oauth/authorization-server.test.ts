@@ -158,7 +158,6 @@ before(async () => {
 });
 
 after(async () => {
-  if (process.env.PROBE) console.log(JSON.stringify(warnings, null, 1));
   await Promise.all(agents.map((a) => a.close()));
   await app.close();
 });
@@ -406,5 +405,80 @@ describe('the issued token at a protected route (RFC 8705 §3)', () => {
       verifier.verify(token, certThumbprintS256(alice.certPem)),
       (e: unknown) => e instanceof TokenError && e.code === 'ERR_TOKEN_CERT_MISMATCH',
     );
+  });
+});
+
+describe('on a listener that does not itself reject unverified certificates', () => {
+  let lax: FastifyInstance;
+  let laxBase: string;
+  let rogue: KeyPairPem; // from a CA the listener does not trust
+
+  before(async () => {
+    const rogueCa = await createCa({ commonName: 'rogue CA' });
+    rogue = await issueClientCert(rogueCa, { commonName: 'rogue' });
+    registry.set('partner-rogue', {
+      clientId: 'partner-rogue',
+      scopes: ['barrier:decide'],
+      certThumbprints: [certThumbprintS256(rogue.certPem)],
+      enabled: true,
+    });
+    const serverCert = await issueServerCert(serverCa, {
+      commonName: 'localhost',
+      ipAddresses: ['127.0.0.1'],
+    });
+    lax = Fastify({
+      https: {
+        key: serverCert.keyPem,
+        cert: serverCert.certPem,
+        ca: partnerCa.certPem,
+        requestCert: true,
+        rejectUnauthorized: false,
+      },
+    });
+    await as.mount(lax);
+    await lax.listen({ host: '127.0.0.1', port: 0 });
+    laxBase = `https://127.0.0.1:${(lax.server.address() as { port: number }).port}`;
+  });
+  after(async () => {
+    registry.delete('partner-rogue');
+    await lax.close();
+  });
+
+  const post = async (agent: Agent, params: Record<string, string>) => {
+    const res = await request(`${laxBase}/oauth/token`, {
+      method: 'POST',
+      dispatcher: agent,
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams(params).toString(),
+    });
+    return { status: res.statusCode, body: (await res.body.json()) as Record<string, unknown> };
+  };
+
+  test('a pinned certificate that does not chain to a trusted CA is still invalid_client', async () => {
+    const res = await post(agentFor(rogue), contractRequest('partner-rogue', 'barrier:decide'));
+    assert.equal(res.status, 401);
+    assert.equal(res.body['error'], 'invalid_client');
+    assert.deepEqual(warnings.at(-1)?.obj, {
+      error: 'invalid_client',
+      detail: 'client certificate was not verified',
+      clientId: 'partner-rogue',
+    });
+  });
+
+  test('no client certificate is invalid_client', async () => {
+    const agent = new Agent({ connect: { ca: serverCa.certPem, servername: 'localhost' } });
+    agents.push(agent);
+    const res = await post(agent, contractRequest('partner-a', 'barrier:decide'));
+    assert.equal(res.status, 401);
+    assert.equal(res.body['error'], 'invalid_client');
+    assert.equal(
+      (warnings.at(-1)?.obj as { detail?: string } | undefined)?.detail,
+      'client certificate was not provided',
+    );
+  });
+
+  test('the same AS still serves a well-authenticated partner there', async () => {
+    const res = await post(clients.alice, contractRequest('partner-a', 'barrier:decide'));
+    assert.equal(res.status, 200);
   });
 });

@@ -49,8 +49,9 @@ export type PartnerAuthorizationServer = {
 const THUMBPRINTS = 'smart_home_x5t_s256';
 /**
  * Placeholder subject value. RFC 8705 §2.1.2 makes a `tls_client_auth` client register exactly one
- * `tls_client_auth_*` subject value, and oidc-provider refuses such a client without one; we register
- * this fixed value, and `certificateSubjectMatches` accepts it only together with a pinned thumbprint.
+ * `tls_client_auth_*` subject value, and oidc-provider refuses such a client without one; every partner
+ * client registers this fixed `tls_client_auth_san_uri`, and `certificateSubjectMatches` accepts it only
+ * when the presented certificate's thumbprint is pinned for the client. No certificate needs this SAN.
  */
 const SUBJECT_PLACEHOLDER = 'urn:smart-home:tls-client-auth:x5t-s256-pinned';
 const THUMBPRINT_FORMAT = /^[A-Za-z0-9_-]{43}$/;
@@ -157,9 +158,18 @@ export function createPartnerAuthorizationServer(
     const logger = opts.logger;
     // error_detail says why (e.g. "client not found"); it never carries a credential.
     const log = (msg: string) => (ctx: KoaContextWithOIDC, err: unknown) => {
-      const e = err as { error?: string; error_detail?: string; message?: string };
+      const e = err as {
+        error?: string;
+        error_description?: string;
+        error_detail?: string;
+        message?: string;
+      };
       logger.warn(
-        { error: e.error ?? e.message, detail: e.error_detail, clientId: ctx.oidc?.client?.clientId },
+        {
+          error: e.error ?? e.message,
+          detail: e.error_detail ?? e.error_description,
+          clientId: ctx.oidc?.client?.clientId,
+        },
         msg,
       );
     };
@@ -222,7 +232,7 @@ function partnerClientAdapter(findClient: PartnerAuthorizationServerOptions['fin
   return {
     async find(id) {
       const c = await findClient(id);
-      if (!c || !c.enabled || c.clientId !== id || c.certThumbprints.length === 0) return undefined;
+      if (!c?.enabled || c.clientId !== id || c.certThumbprints.length === 0) return undefined;
       const scopes = PARTNER_SCOPES.filter((s) => c.scopes.includes(s));
       return {
         client_id: c.clientId,

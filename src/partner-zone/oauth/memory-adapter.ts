@@ -69,9 +69,9 @@ export function createMemoryAdapterFactory(opts: { maxEntries?: number; now?: ()
         if (typeof payload.uid === 'string') byUid.set(payload.uid, key);
         if (typeof payload.userCode === 'string') byUserCode.set(payload.userCode, key);
         if (typeof payload.grantId === 'string') {
-          let members = byGrant.get(payload.grantId);
-          if (!members) byGrant.set(payload.grantId, (members = new Set()));
+          const members = byGrant.get(payload.grantId) ?? new Set<string>();
           members.add(key);
+          byGrant.set(payload.grantId, members);
         }
       },
       async find(id) {
