@@ -12,10 +12,13 @@ import type { ReplayCache } from './http-signatures/replay-cache.ts';
 import type { SigningKey } from './keys/service-keys.ts';
 import type { Logger } from './logger.ts';
 import { clientAddress } from './partner-zone/client-address.ts';
+import { createAccessTokenVerifier } from './partner-zone/oauth/access-token.ts';
+import {
+  createPartnerAuthorizationServer,
+  PARTNER_API_AUDIENCE as PARTNER_AUDIENCE,
+} from './partner-zone/oauth/authorization-server.ts';
 import { partnerZone, peerThumbprint } from './partner-zone/partner-zone.ts';
 import { TokenBucketLimiter } from './partner-zone/rate-limiter.ts';
-import { createPartnerTokenServer, PARTNER_AUDIENCE } from './partner-zone/token-server.ts';
-import { createAccessTokenVerifier } from './partner-zone/token-verifier.ts';
 import { PartnerDirectory } from './partners/partner-directory.ts';
 import { CidrSet } from './util/cidr.ts';
 import { uuidv7 } from './util/uuid.ts';
@@ -105,7 +108,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
       throw new AppError('ip-not-allowed');
   });
 
-  const authServer = createPartnerTokenServer({
+  const authServer = createPartnerAuthorizationServer({
     issuer: config.partner.url,
     signingKey: deps.tokenKey,
     findClient: async (clientId) => {
