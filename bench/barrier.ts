@@ -61,6 +61,20 @@ if (wanted.includes('postgres')) {
   else log(`PostgreSQL at ${pgUrl} is unreachable: not measured`);
 }
 
+/** One run of the simulator's load generator (its own process) against `url`. */
+function load(
+  url: string,
+  info: { caFile: string; identityDir: string },
+  conns: string,
+  secs: string,
+  plain = false,
+) {
+  return runJsonProcess<LoadResult>(script('../simulator/load.ts'), [
+    ...['--url', url, '--ca', info.caFile, '--identity', info.identityDir, '--plates', plates.join(',')],
+    ...['--connections', conns, '--seconds', secs, ...(plain ? ['--plain'] : [])],
+  ]);
+}
+
 let ceiling: LoadResult | undefined;
 for (const engine of engines) {
   log(`[${engine}] provisioning ${residents} residents…`);
@@ -76,48 +90,18 @@ for (const engine of engines) {
       try {
         const { url } = await c.ready;
         log(`[ceiling] bare Fastify mTLS route, ${connections} connections, ${seconds} s…`);
-        ceiling = await runJsonProcess<LoadResult>(script('../simulator/load.ts'), [
-          '--url',
-          url,
-          '--ca',
-          info.caFile,
-          '--identity',
-          info.identityDir,
-          '--connections',
-          connections,
-          '--seconds',
-          seconds,
-          '--plain',
-          '--plates',
-          plates.join(','),
-        ]);
+        ceiling = await load(url, info, connections, seconds, true);
         rows.push({ name: 'ceiling: bare Fastify route, same mTLS', r: ceiling });
       } finally {
         await stop(c.child);
       }
     }
     log(`[${engine}] full decision pipeline, ${connections} connections, ${seconds} s…`);
-    const r = await runJsonProcess<LoadResult>(script('../simulator/load.ts'), [
-      '--url',
-      info.url,
-      '--ca',
-      info.caFile,
-      '--identity',
-      info.identityDir,
-      '--connections',
-      connections,
-      '--seconds',
-      seconds,
-      '--plates',
-      plates.join(','),
-    ]);
+    const r = await load(info.url, info, connections, seconds);
     const label = engine === 'pglite' ? 'PGlite (embedded)' : 'PostgreSQL 15';
     rows.push({ name: `decision pipeline on ${label}, ${connections} connections`, r });
     log(`[${engine}] one connection (the pipeline's own latency)…`);
-    const single = await runJsonProcess<LoadResult>(script('../simulator/load.ts'), [
-      ...['--url', info.url, '--ca', info.caFile, '--identity', info.identityDir, '--connections', '1'],
-      ...['--seconds', String(Math.min(5, Number(seconds))), '--plates', plates.join(',')],
-    ]);
+    const single = await load(info.url, info, '1', String(Math.min(5, Number(seconds))));
     rows.push({ name: `decision pipeline on ${label}, 1 connection`, r: single, unloaded: true });
   } finally {
     await stop(server.child);

@@ -24,10 +24,17 @@ import {
 // RFC 9421 Appendix B vectors
 // ---------------------------------------------------------------------------------------------
 
-// B.1.4 test-key-ed25519
-const ED25519_PRIVATE = createPrivateKey(
-  '-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIJ+DYvh6SEqVTm50DFtMDoQikTmiCqirVv9mWG9qfSnF\n-----END PRIVATE KEY-----\n',
-);
+// B.1.4 test-key-ed25519: the RFC's published test key (not a secret of ours), as a JWK so that no
+// PEM private-key block sits in the repository.
+const ED25519_PRIVATE = createPrivateKey({
+  format: 'jwk',
+  key: {
+    kty: 'OKP',
+    crv: 'Ed25519',
+    d: 'n4Ni-HpISpVObnQMW0wOhCKROaIKqKtW_2ZYb2p9KcU',
+    x: 'JrQLj5P_89iXES9-vFgrIy29clF9CC_oPPsw3c5D0bs',
+  },
+});
 const ED25519_PUBLIC = createPublicKey(
   '-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAJrQLj5P/89iXES9+vFgrIy29clF9CC/oPPsw3c5D0bs=\n-----END PUBLIC KEY-----\n',
 );
