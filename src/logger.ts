@@ -1,4 +1,4 @@
-import { type Logger, pino } from 'pino';
+import { type DestinationStream, type Logger, pino } from 'pino';
 
 /**
  * Paths that may hold secrets or personal data. Redaction happens in the logger itself, so no call
@@ -31,8 +31,12 @@ export const REDACT_PATHS = [
   '*.body',
 ];
 
-export function createLogger(opts: { level: string; name?: string }): Logger {
-  return pino({
+export function createLogger(opts: {
+  level: string;
+  name?: string;
+  destination?: DestinationStream;
+}): Logger {
+  const options = {
     name: opts.name ?? 'smart-home',
     level: opts.level,
     redact: { paths: REDACT_PATHS, censor: '[redacted]' },
@@ -42,7 +46,8 @@ export function createLogger(opts: { level: string; name?: string }): Logger {
         return { method: req.method, url: req.url?.split('?')[0], id: req.id };
       },
     },
-  });
+  };
+  return opts.destination ? pino(options, opts.destination) : pino(options);
 }
 
 export type { Logger };
