@@ -124,7 +124,9 @@ describe('barrier decisions over mTLS against the simulator (contract §6)', () 
     const results = await Promise.all(
       Array.from({ length: 40 }, (_, i) => north.barrierRead('gate-1', reads[i % 5]!)),
     );
-    results.forEach((r, i) => assert.equal(r.body['reason'], expected[i % 5], `read ${i}`));
+    results.forEach((r, i) => {
+      assert.equal(r.body['reason'], expected[i % 5], `read ${i}`);
+    });
   });
 
   test('the same event id with another body is a 409 conflict', async () => {
