@@ -3,6 +3,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Redis } from 'ioredis';
 import { type App, buildApp } from './app.ts';
+import { purgeIdempotencyRecords } from './barrier/decision-service.ts';
 import type { Config } from './config/config.ts';
 import { FieldCipher } from './crypto/field-cipher.ts';
 import { createKekFile, type Kek, kekFromBase64, loadKekFromFile } from './crypto/kek.ts';
@@ -148,9 +149,14 @@ export async function startServer(config: Config): Promise<Runtime> {
     app.reloadDirectory().catch((err) => logger.error({ err }, 'registry refresh failed'));
   }, config.registry.refreshMs);
   refresh.unref();
+  const housekeeping = setInterval(() => {
+    purgeIdempotencyRecords(runtime.db).catch((err) => logger.error({ err }, 'housekeeping failed'));
+  }, config.housekeeping.intervalMs);
+  housekeeping.unref();
   const close = runtime.close;
   runtime.close = async () => {
     clearInterval(refresh);
+    clearInterval(housekeeping);
     await close();
   };
   const partnerPort = (app.partnerApp.server.address() as { port: number }).port;

@@ -52,6 +52,14 @@ interface Lookup {
   pass: { id: string; valid_now: boolean } | null;
 }
 
+/** Deletes idempotency records past the contract's 24 h (the decisions stay in the journal). */
+export async function purgeIdempotencyRecords(db: Db, now = new Date()): Promise<number> {
+  const rows = await db.query(
+    sql`delete from barrier_decisions where created_at < ${new Date(now.getTime() - IDEMPOTENCY_MS)} returning event_id`,
+  );
+  return rows.length;
+}
+
 const parse = <T>(v: unknown): T => (typeof v === 'string' ? (JSON.parse(v) as T) : (v as T));
 
 interface Pending {

@@ -26,6 +26,7 @@ export interface Config {
   http: { headersTimeoutMs: number; requestTimeoutMs: number; keepAliveTimeoutMs: number };
   keys: { kekFile: string; kek: string | undefined; signingKeyFile: string; tokenKeyFile: string };
   registry: { refreshMs: number };
+  housekeeping: { intervalMs: number };
   /** Options whose value came from a default rather than env or file (production refuses some). */
   defaulted: ReadonlySet<string>;
 }

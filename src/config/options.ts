@@ -252,4 +252,13 @@ export const OPTIONS: readonly OptionSpec[] = [
     max: 3600000,
     doc: 'How often each instance reloads partners, certificates, networks and devices from the database, so that a change made through another instance takes effect.',
   },
+  {
+    env: 'SMART_HOME_HOUSEKEEPING_MS',
+    key: 'housekeeping.intervalMs',
+    kind: 'int',
+    default: 3600000,
+    min: 1000,
+    max: 86400000,
+    doc: 'How often each instance deletes barrier idempotency records older than the 24 h the contract keeps them (§6). The decisions themselves stay in the journal.',
+  },
 ];

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { PartnerClient } from '../../simulator/partner-client.ts';
+import { purgeIdempotencyRecords } from '../../src/barrier/decision-service.ts';
 import { sql } from '../../src/db/sql.ts';
 import { uuidv7 } from '../../src/util/uuid.ts';
 import { type Harness, startHarness } from '../support/harness.ts';
@@ -173,6 +174,17 @@ describe('barrier decisions over mTLS against the simulator (contract §6)', () 
     const text = JSON.stringify(row);
     for (const needle of ['Анна', 'А123ВС77', 'A123BC77', '+7900'])
       assert.ok(!text.includes(needle), `journal holds ${needle}`);
+  });
+
+  test('idempotency records older than 24 h are purged; the journal keeps the decisions', async () => {
+    const before = await journalCount();
+    const n = await purgeIdempotencyRecords(h.runtime.db, new Date(Date.now() + 86_400_000 + 60_000));
+    assert.ok(n > 10);
+    assert.equal(
+      (await h.runtime.db.one<{ n: number }>(sql`select count(*)::int as n from barrier_decisions`))!.n,
+      0,
+    );
+    assert.equal(await journalCount(), before);
   });
 
   test('an unknown plate key id is a 400, not a silent deny', async () => {
