@@ -151,6 +151,14 @@ describe('apply', () => {
     await assert.rejects(applyDocument({ db, cipher }, doc, actor), /different key/);
   });
 
+  test('progress is reported per resident and pass', async () => {
+    const seen: string[] = [];
+    await applyDocument({ db, cipher }, world, actor, {
+      onProgress: (section, done, total) => seen.push(`${section} ${done}/${total}`),
+    });
+    assert.deepEqual(seen, ['residents 0/2', 'residents 1/2', 'guestPasses 0/2', 'guestPasses 1/2']);
+  });
+
   test('a dry run checks everything and writes nothing', async () => {
     const before = await count('journal');
     const doc = structuredClone(world);

@@ -53,12 +53,12 @@ export async function applyDocument(
   deps: ApplyDeps,
   doc: ProvisioningDocument,
   actor: ApplyActor,
-  opts: { dryRun?: boolean } = {},
+  opts: { dryRun?: boolean; onProgress?: ApplyProgress } = {},
 ): Promise<ApplySummary> {
   const summary: ApplySummary = { created: 0, updated: 0, unchanged: 0, changes: [] };
   try {
     await deps.db.transaction(async (tx) => {
-      const ctx = new ApplyContext(tx, deps.cipher, actor, summary);
+      const ctx = new ApplyContext(tx, deps.cipher, actor, summary, opts.onProgress);
       await ctx.complexes(doc.complexes ?? []);
       await ctx.partners(doc.partners ?? []);
       await ctx.devices(doc.devices ?? []);
@@ -72,6 +72,9 @@ export async function applyDocument(
   return summary;
 }
 
+/** Called as objects of a section are applied (the CLI shows it as a progress line). */
+export type ApplyProgress = (section: 'residents' | 'guestPasses', done: number, total: number) => void;
+
 /** Thrown to roll back a dry run after everything was checked against the real database. */
 const DRY_RUN = Symbol('dry-run');
 
@@ -80,11 +83,19 @@ class ApplyContext {
   readonly cipher: FieldCipher;
   readonly actor: ApplyActor;
   readonly summary: ApplySummary;
-  constructor(tx: Queryable, cipher: FieldCipher, actor: ApplyActor, summary: ApplySummary) {
+  readonly progress: ApplyProgress;
+  constructor(
+    tx: Queryable,
+    cipher: FieldCipher,
+    actor: ApplyActor,
+    summary: ApplySummary,
+    progress?: ApplyProgress,
+  ) {
     this.tx = tx;
     this.cipher = cipher;
     this.actor = actor;
     this.summary = summary;
+    this.progress = progress ?? (() => {});
   }
 
   /** `label` names the object in the operator's summary; the journal gets ids and `details` only. */
@@ -478,6 +489,7 @@ class ApplyContext {
     let partners: Awaited<ReturnType<typeof barrierPartnerKeys>> | undefined;
     const seen = new Set<string>();
     for (const [ri, r] of list.entries()) {
+      this.progress('residents', ri, list.length);
       const at = `/residents/${ri}`;
       if (seen.has(r.ref)) throw new DocumentError(`${at}/ref`, 'duplicate resident ref');
       seen.add(r.ref);
@@ -571,6 +583,7 @@ class ApplyContext {
   async passes(list: NonNullable<ProvisioningDocument['guestPasses']>) {
     let partners: Awaited<ReturnType<typeof barrierPartnerKeys>> | undefined;
     for (const [gi, g] of list.entries()) {
+      this.progress('guestPasses', gi, list.length);
       const at = `/guestPasses/${gi}`;
       const issuer = await this.tx.one<{ id: string }>(
         sql`select id from residents where ref = ${g.issuedBy}`,
