@@ -7,7 +7,8 @@
  * mutual TLS (bench/ceiling-server.ts). Results go to docs/benchmarks.md.
  *
  * Options (env): BENCH_SECONDS (default 15), BENCH_CONNECTIONS (64), BENCH_RESIDENTS (2000),
- * BENCH_ENGINES (pglite,postgres), BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/test; the PostgreSQL run is skipped
+ * BENCH_ENGINES (pglite,postgres,postgres-workers: the last runs `smart-home start` with
+ * SMART_HOME_WORKERS=2 and the Redis nonce cache), BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/test; the PostgreSQL run is skipped
  * with a note when it is unreachable).
  */
 import pg from 'pg';
@@ -53,13 +54,20 @@ interface Row {
 const rows: Row[] = [];
 const log = (s: string) => process.stderr.write(`${s}\n`);
 
-const wanted = (process.env['BENCH_ENGINES'] ?? 'pglite,postgres').split(',');
-const engines: Array<'pglite' | 'postgres'> = [];
+const wanted = (process.env['BENCH_ENGINES'] ?? 'pglite,postgres,postgres-workers').split(',');
+const engines: Array<'pglite' | 'postgres' | 'postgres-workers'> = [];
 if (wanted.includes('pglite')) engines.push('pglite');
-if (wanted.includes('postgres')) {
-  if (await pgReachable()) engines.push('postgres');
-  else log(`PostgreSQL at ${pgUrl} is unreachable: not measured`);
+const pgOk = await pgReachable();
+for (const e of ['postgres', 'postgres-workers'] as const) {
+  if (!wanted.includes(e)) continue;
+  if (pgOk) engines.push(e);
+  else log(`PostgreSQL at ${pgUrl} is unreachable: ${e} not measured`);
 }
+const LABELS = {
+  pglite: 'PGlite (embedded)',
+  postgres: 'PostgreSQL 15',
+  'postgres-workers': 'PostgreSQL 15 + Redis, 2 processes',
+} as const;
 
 /** One run of the simulator's load generator (its own process) against `url`. */
 function load(
@@ -81,7 +89,7 @@ for (const engine of engines) {
   const server = startJsonProcess<{ url: string; identityDir: string; caFile: string; dataDir: string }>(
     script('./barrier-server.ts'),
     [engine, String(residents)],
-    { ...process.env, DATABASE_URL: engine === 'postgres' ? pgUrl : '' },
+    { ...process.env, DATABASE_URL: engine === 'pglite' ? '' : pgUrl },
   );
   try {
     const info = await server.ready;
@@ -98,7 +106,7 @@ for (const engine of engines) {
     }
     log(`[${engine}] full decision pipeline, ${connections} connections, ${seconds} s…`);
     const r = await load(info.url, info, connections, seconds);
-    const label = engine === 'pglite' ? 'PGlite (embedded)' : 'PostgreSQL 15';
+    const label = LABELS[engine];
     rows.push({ name: `decision pipeline on ${label}, ${connections} connections`, r });
     log(`[${engine}] one connection (the pipeline's own latency)…`);
     const single = await load(info.url, info, '1', String(Math.min(5, Number(seconds))));

@@ -2,6 +2,7 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
+import { start } from './cluster.ts';
 import { ConfigError, loadConfig } from './config/config.ts';
 import { FieldCipher } from './crypto/field-cipher.ts';
 import { exportPartnerKeysAsJwe } from './crypto/key-export.ts';
@@ -13,7 +14,7 @@ import { applyDocument } from './registry/apply.ts';
 import { DocumentError, loadDocumentFile } from './registry/document.ts';
 import { retirePartnerKey, rotatePartnerKeys } from './registry/partner-key-rotation.ts';
 import { loadPartnerKeys } from './registry/partner-secrets.ts';
-import { DATA_KEY_PURPOSES, ensureDevelopmentMaterial, loadKek, startServer } from './server.ts';
+import { DATA_KEY_PURPOSES, ensureDevelopmentMaterial, loadKek } from './server.ts';
 
 const program = new Command()
   .name('smart-home')
@@ -53,17 +54,7 @@ program
   .command('start')
   .description('run both listeners (creates a development PKI and keys under DATA_DIR on first start)')
   .action(async () => {
-    const runtime = await startServer(config());
-    let stopping = false;
-    const stop = async (signal: string) => {
-      if (stopping) return;
-      stopping = true;
-      runtime.logger.info({ signal }, 'shutting down');
-      await runtime.close();
-      process.exit(0);
-    };
-    process.on('SIGINT', () => void stop('SIGINT'));
-    process.on('SIGTERM', () => void stop('SIGTERM'));
+    await start(config());
   });
 
 program

@@ -137,7 +137,7 @@ export async function createRuntime(
 }
 
 /** `smart-home start`: both listeners up, registry refreshed periodically, graceful shutdown. */
-export async function startServer(config: Config): Promise<Runtime> {
+export async function startServer(config: Config, opts: { banner?: boolean } = {}): Promise<Runtime> {
   const logger = createLogger({ level: config.log.level });
   const created = await ensureDevelopmentMaterial(config);
   for (const what of created) logger.warn(`created ${what} (development only)`);
@@ -161,11 +161,11 @@ export async function startServer(config: Config): Promise<Runtime> {
   };
   const partnerPort = (app.partnerApp.server.address() as { port: number }).port;
   const publicPort = (app.publicApp.server.address() as { port: number }).port;
-  if (config.log.level !== 'silent') {
+  if (config.log.level !== 'silent' && opts.banner !== false) {
     process.stderr.write(
       [
         '',
-        `smart-home is ready (${config.env})`,
+        `smart-home is ready (${config.env}${config.workers > 1 ? `, ${config.workers} processes` : ''})`,
         `  partner listener (mTLS)  https://${config.partner.host}:${partnerPort}   token: /oauth/token`,
         `  public listener          https://${config.public.host}:${publicPort}   health: /healthz`,
         `  database                 ${config.database.url ? 'PostgreSQL (DATABASE_URL)' : `embedded PGlite in ${config.database.pgliteDir}`}`,

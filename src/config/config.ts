@@ -27,6 +27,7 @@ export interface Config {
   keys: { kekFile: string; kek: string | undefined; signingKeyFile: string; tokenKeyFile: string };
   registry: { refreshMs: number };
   housekeeping: { intervalMs: number };
+  workers: number;
   /** Options whose value came from a default rather than env or file (production refuses some). */
   defaulted: ReadonlySet<string>;
 }
@@ -178,6 +179,12 @@ export function loadConfig(env: Source = process.env): Config {
         'SMART_HOME_KEK or SMART_HOME_KEK_FILE must be set in production (the generated development key is refused)',
       );
     }
+  }
+  if (cfg.workers > 1 && !cfg.database.url) {
+    problems.push('SMART_HOME_WORKERS > 1 needs DATABASE_URL: the embedded database belongs to one process');
+  }
+  if (cfg.workers > 1 && !cfg.redis.url) {
+    problems.push('SMART_HOME_WORKERS > 1 needs REDIS_URL: every process must see every signature nonce');
   }
   for (const cidr of cfg.partner.trustedProxies) {
     if (!/^[0-9a-fA-F:.]+\/\d{1,3}$/.test(cidr))

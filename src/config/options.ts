@@ -261,4 +261,13 @@ export const OPTIONS: readonly OptionSpec[] = [
     max: 86400000,
     doc: 'How often each instance deletes barrier idempotency records older than the 24 h the contract keeps them (§6). The decisions themselves stay in the journal.',
   },
+  {
+    env: 'SMART_HOME_WORKERS',
+    key: 'workers',
+    kind: 'int',
+    default: 1,
+    min: 1,
+    max: 64,
+    doc: 'Service processes on this machine (node:cluster; they share both ports). More than one needs DATABASE_URL (the embedded database belongs to one process) and REDIS_URL (signature nonces must be seen by every process). Per-partner rate limits are per process until issue 5 shares them.',
+  },
 ];

@@ -9,7 +9,7 @@ import { sql } from '../../src/db/sql.ts';
  * A migrated, empty database for one test file: in-memory PGlite by default, or a fresh schema on the
  * real PostgreSQL named by DATABASE_URL (CI runs every suite both ways). `close()` drops the schema.
  */
-export async function createTestDb(): Promise<Db> {
+export async function createTestDb(): Promise<Db & { schema?: string }> {
   const url = process.env['DATABASE_URL'];
   if (!url) {
     const db = await openPgliteDb();
@@ -24,6 +24,7 @@ export async function createTestDb(): Promise<Db> {
   await migrate(db);
   return {
     ...db,
+    schema,
     engine: db.engine,
     transaction: db.transaction,
     async close() {
