@@ -145,8 +145,12 @@ export async function startServer(config: Config, opts: { banner?: boolean } = {
   const { app } = runtime;
   await app.partnerApp.listen({ host: config.partner.host, port: config.partner.port });
   await app.publicApp.listen({ host: config.public.host, port: config.public.port });
+  // Changes made through other instances (or the CLI on PostgreSQL): partners and devices, and data
+  // keys added by a rotation elsewhere.
   const refresh = setInterval(() => {
-    app.reloadDirectory().catch((err) => logger.error({ err }, 'registry refresh failed'));
+    Promise.all([app.reloadDirectory(), runtime.cipher.refresh()]).catch((err) =>
+      logger.error({ err }, 'registry refresh failed'),
+    );
   }, config.registry.refreshMs);
   refresh.unref();
   const housekeeping = setInterval(() => {

@@ -250,7 +250,7 @@ export const OPTIONS: readonly OptionSpec[] = [
     default: 5000,
     min: 100,
     max: 3600000,
-    doc: 'How often each instance reloads partners, certificates, networks and devices from the database, so that a change made through another instance takes effect.',
+    doc: 'How often each instance reloads partners, certificates, networks, devices and data-encryption keys from the database, so that a change made through another instance (or `apply` on PostgreSQL) takes effect.',
   },
   {
     env: 'SMART_HOME_HOUSEKEEPING_MS',
