@@ -30,8 +30,8 @@ program
   .option('--ca <file>', "CA of smart-home's listener certificates (pinned)", 'data/pki/service-ca.crt')
   .option(
     '--smart-home-key <file>',
-    "smart-home's response-signing key (public part is used)",
-    'data/keys/response-signing.jwk',
+    "smart-home's response-signing public JWK (from `smart-home keys --out`)",
+    'data/keys/smart-home.pub.jwk',
   );
 
 const dirOf = (code: string) => path.join(program.opts<{ home: string }>().home, code);
@@ -112,13 +112,17 @@ barrier
     ) => {
       const g = program.opts<{ url: string; ca: string; smartHomeKey: string }>();
       const dir = dirOf(code);
+      let smartHomeKey: JWK | undefined;
+      if (existsSync(g.smartHomeKey)) {
+        smartHomeKey = JSON.parse(await readFile(g.smartHomeKey, 'utf8')) as JWK;
+        if (smartHomeKey.d)
+          fail(`${g.smartHomeKey} holds a private key: a partner is given the public key only`);
+      }
       const client = new PartnerClient({
         identity: await loadIdentity(dir),
         baseUrl: g.url,
         serverCa: await readFile(g.ca, 'utf8'),
-        smartHomeKey: existsSync(g.smartHomeKey)
-          ? (JSON.parse(await readFile(g.smartHomeKey, 'utf8')) as JWK)
-          : undefined,
+        smartHomeKey,
       });
       try {
         const keys = JSON.parse(await readFile(path.join(dir, 'plate-keys.json'), 'utf8')) as Array<{
@@ -130,9 +134,14 @@ barrier
           direction: opts.direction,
           ...(opts.alt ? { alternatives: opts.alt } : {}),
         });
-        process.stdout.write(
-          `${res.status} ${JSON.stringify(res.body)}\nresponse signature: ${res.signatureValid ? 'valid' : 'NOT VALID'}\n`,
-        );
+        const verdict =
+          res.signatureValid === undefined
+            ? `not checked (no key at ${g.smartHomeKey}: run \`smart-home keys --out ${g.smartHomeKey}\`)`
+            : res.signatureValid
+              ? 'valid'
+              : 'NOT VALID';
+        process.stdout.write(`${res.status} ${JSON.stringify(res.body)}\nresponse signature: ${verdict}\n`);
+        if (res.signatureValid === false) process.exitCode = 1;
         if (res.status !== 200) process.exitCode = 1;
       } finally {
         await client.close();

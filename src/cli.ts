@@ -2,6 +2,7 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
+import { calculateJwkThumbprint } from 'jose';
 import { start } from './cluster.ts';
 import { ConfigError, loadConfig } from './config/config.ts';
 import { FieldCipher } from './crypto/field-cipher.ts';
@@ -9,6 +10,7 @@ import { exportPartnerKeysAsJwe } from './crypto/key-export.ts';
 import { migrate } from './db/migrate.ts';
 import { openDb } from './db/open-db.ts';
 import { sql } from './db/sql.ts';
+import { loadSigningKey } from './keys/service-keys.ts';
 import { certInfo, certThumbprintS256, issueClientCert, issueClientCertFromCsr } from './pki/certificates.ts';
 import { applyDocument } from './registry/apply.ts';
 import { DocumentError, loadDocumentFile } from './registry/document.ts';
@@ -208,6 +210,30 @@ partner
       await retirePartnerKey(deps, code, kid, { type: 'operator', id: 'cli' });
       process.stdout.write(`retired ${kid}\n`);
     });
+  });
+
+program
+  .command('keys')
+  .description(
+    "print smart-home's public keys for partners, with RFC 7638 thumbprints to confirm over a second channel",
+  )
+  .option('--out <file>', 'also write the response-signing public JWK to this file (what a partner pins)')
+  .action(async (opts: { out?: string }) => {
+    const cfg = config();
+    await ensureDevelopmentMaterial(cfg);
+    const signing = await loadSigningKey(cfg.keys.signingKeyFile, 'Ed25519');
+    const token = await loadSigningKey(cfg.keys.tokenKeyFile, 'ES256');
+    const pub = { ...signing.publicJwk, use: 'sig' };
+    process.stdout.write(
+      `response/request signing key (Ed25519, contract §3):\n  ${JSON.stringify(pub)}\n` +
+        `  thumbprint ${await calculateJwkThumbprint(pub, 'sha256')}\n` +
+        `access-token signing key (ES256, contract §2; also at ${cfg.partner.url}/oauth/jwks):\n` +
+        `  ${JSON.stringify(token.publicJwk)}\n  thumbprint ${await calculateJwkThumbprint(token.publicJwk, 'sha256')}\n`,
+    );
+    if (opts.out) {
+      await writeFile(opts.out, `${JSON.stringify(pub, null, 2)}\n`, { flag: 'wx' });
+      process.stdout.write(`wrote ${opts.out}\n`);
+    }
   });
 
 program.parseAsync().catch((err: unknown) => {

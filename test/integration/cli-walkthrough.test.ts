@@ -71,6 +71,10 @@ test('onboarding, provisioning, key ceremony and a camera read, through the CLIs
     (await simulator('import-keys', 'barrier-demo')).stdout,
     /imported plate keys: barrier-demo-v1/,
   );
+  // Our public signing key, which the partner pins; the private file never leaves us.
+  const keys = await smartHome('keys', '--out', 'data/keys/smart-home.pub.jwk');
+  assert.match(keys.stdout, /thumbprint [A-Za-z0-9_-]{43}/);
+  assert.ok(!keys.stdout.includes('"d"'), 'only public keys are printed');
 
   server = spawn(process.execPath, [path.resolve('src/cli.ts'), 'start'], {
     cwd: dir,
