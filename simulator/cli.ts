@@ -1,24 +1,12 @@
 #!/usr/bin/env node
-/**
- * The partner simulator from the command line: what a barrier vendor's integration does, step by step.
- *
- *   npm run simulator -- init barrier-demo                # keys + CSR in data/simulator/barrier-demo
- *   npm run smart-home -- pki issue --csr data/simulator/barrier-demo/client.csr \
- *        --out data/simulator/barrier-demo/public/client   # our CA issues its client certificate
- *   npm run smart-home -- apply examples/provisioning.yaml
- *   npm run smart-home -- partner export-keys barrier-demo --out data/simulator/barrier-demo/keys.jwe
- *   npm run simulator -- import-keys barrier-demo
- *   npm run simulator -- barrier read barrier-demo gate-1 "А123ВС77"
- */
-import { generateKeyPairSync } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Command } from 'commander';
-import { calculateJwkThumbprint, type JWK } from 'jose';
+import type { JWK } from 'jose';
 import { importPartnerKeysFromJwe } from '../src/crypto/key-export.ts';
 import { createCsr } from '../src/pki/certificates.ts';
-import { loadIdentity } from './identity.ts';
+import { loadIdentity, newJwkPair } from './identity.ts';
 import { PartnerClient } from './partner-client.ts';
 
 const program = new Command()
@@ -41,15 +29,6 @@ function fail(message: string): never {
   process.exit(1);
 }
 
-async function jwkPair(kind: 'ed25519' | 'p256') {
-  const { privateKey } =
-    kind === 'ed25519' ? generateKeyPairSync('ed25519') : generateKeyPairSync('ec', { namedCurve: 'P-256' });
-  const priv = privateKey.export({ format: 'jwk' }) as JWK;
-  const { d: _d, ...pub } = priv;
-  const kid = await calculateJwkThumbprint(pub, 'sha256');
-  return { priv: { ...priv, kid }, pub: { ...pub, kid } };
-}
-
 program
   .command('init')
   .argument('<code>', "the partner's client_id")
@@ -59,19 +38,22 @@ program
     if (existsSync(path.join(dir, 'client.key'))) fail(`${dir} already holds an identity`);
     await mkdir(path.join(dir, 'public'), { recursive: true, mode: 0o700 });
     const csr = await createCsr({ commonName: code });
-    const signing = await jwkPair('ed25519');
-    const encryption = await jwkPair('p256');
+    const signing = await newJwkPair('ed25519');
+    const encryption = await newJwkPair('p256');
     const priv = { mode: 0o600 };
     await writeFile(path.join(dir, 'client.key'), csr.keyPem, priv);
     await writeFile(path.join(dir, 'client.csr'), csr.csrPem);
-    await writeFile(path.join(dir, 'signing.jwk'), JSON.stringify(signing.priv, null, 2), priv);
-    await writeFile(path.join(dir, 'encryption.jwk'), JSON.stringify(encryption.priv, null, 2), priv);
-    await writeFile(path.join(dir, 'public', 'signing.jwk'), JSON.stringify(signing.pub, null, 2));
-    await writeFile(path.join(dir, 'public', 'encryption.jwk'), JSON.stringify(encryption.pub, null, 2));
+    await writeFile(path.join(dir, 'signing.jwk'), JSON.stringify(signing.privateJwk, null, 2), priv);
+    await writeFile(path.join(dir, 'encryption.jwk'), JSON.stringify(encryption.privateJwk, null, 2), priv);
+    await writeFile(path.join(dir, 'public', 'signing.jwk'), JSON.stringify(signing.publicJwk, null, 2));
+    await writeFile(
+      path.join(dir, 'public', 'encryption.jwk'),
+      JSON.stringify(encryption.publicJwk, null, 2),
+    );
     await writeFile(path.join(dir, 'code'), code);
     process.stdout.write(
       `created ${dir}\n  CSR: ${path.join(dir, 'client.csr')} (send it to PropDevelopment)\n` +
-        `  signing key thumbprint:    ${signing.pub.kid}\n  encryption key thumbprint: ${encryption.pub.kid}\n` +
+        `  signing key thumbprint:    ${signing.publicJwk.kid}\n  encryption key thumbprint: ${encryption.publicJwk.kid}\n` +
         'Read both thumbprints to PropDevelopment over a second channel.\n',
     );
   });

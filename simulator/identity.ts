@@ -23,7 +23,8 @@ export interface PartnerIdentity {
   encryption: { privateJwk: JWK; publicJwk: JWK & { kid: string } };
 }
 
-async function newJwkPair(kind: 'ed25519' | 'p256') {
+/** A new key pair as JWKs, with the RFC 7638 thumbprint as kid. */
+export async function newJwkPair(kind: 'ed25519' | 'p256') {
   const { privateKey } =
     kind === 'ed25519' ? generateKeyPairSync('ed25519') : generateKeyPairSync('ec', { namedCurve: 'P-256' });
   const privateJwk = privateKey.export({ format: 'jwk' }) as JWK;

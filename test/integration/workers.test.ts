@@ -14,7 +14,7 @@ import { after, before, test } from 'node:test';
 import { Redis } from 'ioredis';
 import type { JWK } from 'jose';
 import { PartnerClient } from '../../simulator/partner-client.ts';
-import { type Harness, startHarness } from '../support/harness.ts';
+import type { Harness } from '../support/harness.ts';
 import { createTestDb } from '../support/test-db.ts';
 import { PLATES, standardWorld } from '../support/world.ts';
 
