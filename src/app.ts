@@ -66,6 +66,18 @@ function serverOptions(cfg: Config) {
 }
 
 /**
+ * Node enforces the header and request timeouts on a timer (30 s by default), so a slow client could
+ * hold a connection far longer than `headersTimeout`; check at least as often as the shortest timeout.
+ */
+function slowClientChecks(cfg: Config) {
+  return {
+    headersTimeout: cfg.http.headersTimeoutMs,
+    requestTimeout: cfg.http.requestTimeoutMs,
+    connectionsCheckingInterval: Math.min(1000, cfg.http.headersTimeoutMs),
+  };
+}
+
+/**
  * Builds both listeners without listening (tests drive them over real TLS on port 0; `start` binds
  * them to the configured addresses).
  */
@@ -90,6 +102,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
       requestCert: true,
       rejectUnauthorized: true,
       minVersion: 'TLSv1.2',
+      ...slowClientChecks(config),
     },
   }) as unknown as FastifyInstance;
   partnerApp.server.headersTimeout = config.http.headersTimeoutMs;
@@ -154,7 +167,12 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   const publicApp = Fastify({
     ...serverOptions(config),
     loggerInstance: deps.logger.child({ listener: 'public' }),
-    https: { cert: deps.tls.public.cert, key: deps.tls.public.key, minVersion: 'TLSv1.2' },
+    https: {
+      cert: deps.tls.public.cert,
+      key: deps.tls.public.key,
+      minVersion: 'TLSv1.2',
+      ...slowClientChecks(config),
+    },
   }) as unknown as FastifyInstance;
   publicApp.server.headersTimeout = config.http.headersTimeoutMs;
   installProblemHandlers(publicApp);

@@ -180,6 +180,9 @@ export function loadConfig(env: Source = process.env): Config {
       );
     }
   }
+  if (cfg.http.headersTimeoutMs > cfg.http.requestTimeoutMs) {
+    problems.push('SMART_HOME_HEADERS_TIMEOUT_MS must not exceed SMART_HOME_REQUEST_TIMEOUT_MS');
+  }
   if (cfg.workers > 1 && !cfg.database.url) {
     problems.push('SMART_HOME_WORKERS > 1 needs DATABASE_URL: the embedded database belongs to one process');
   }
