@@ -4,7 +4,7 @@ import { Agent, request } from 'undici';
 import { importPartnerKeysFromJwe } from '../src/crypto/key-export.ts';
 import { canonicalisePlate, plateToken } from '../src/crypto/plate.ts';
 import { contentDigest } from '../src/http-signatures/content-digest.ts';
-import { signRequest, verifyResponse } from '../src/http-signatures/rfc9421.ts';
+import { signRequest, UNBOUND_RESPONSE_COMPONENTS, verifyResponse } from '../src/http-signatures/rfc9421.ts';
 import { uuidv7 } from '../src/util/uuid.ts';
 import type { PartnerIdentity } from './identity.ts';
 
@@ -195,7 +195,7 @@ export class PartnerClient {
         body: rawBody,
         request: { headers },
         resolveKey: () => key,
-        ...(headers['signature'] ? {} : { requiredComponents: ['@status', 'content-digest'] }),
+        ...(headers['signature'] ? {} : { requiredComponents: UNBOUND_RESPONSE_COMPONENTS }),
       });
       signatureValid = v.ok;
     }

@@ -15,15 +15,13 @@ import { clientAddress } from './partner-zone/client-address.ts';
 import { createAccessTokenVerifier } from './partner-zone/oauth/access-token.ts';
 import {
   createPartnerAuthorizationServer,
-  PARTNER_API_AUDIENCE as PARTNER_AUDIENCE,
+  PARTNER_API_AUDIENCE,
 } from './partner-zone/oauth/authorization-server.ts';
-import { partnerZone, peerThumbprint } from './partner-zone/partner-zone.ts';
+import { partnerZone, registeredPartner } from './partner-zone/partner-zone.ts';
 import { TokenBucketLimiter } from './partner-zone/rate-limiter.ts';
 import { PartnerDirectory } from './partners/partner-directory.ts';
 import { CidrSet } from './util/cidr.ts';
 import { uuidv7 } from './util/uuid.ts';
-
-export { PARTNER_AUDIENCE };
 
 export interface TlsMaterial {
   cert: string;
@@ -115,10 +113,10 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   // per-partner address check applies there too (contract §1).
   partnerApp.addHook('onRequest', async (req) => {
     if (!req.url.startsWith('/oauth/')) return;
-    const thumbprint = peerThumbprint(req);
-    const partner = thumbprint ? directory.byThumbprint.get(thumbprint) : undefined;
-    if (partner && !partner.networks.has(clientAddress(req.raw, trustedProxies)))
+    const found = registeredPartner(req, directory);
+    if (found && !found.partner.networks.has(clientAddress(req.raw, trustedProxies))) {
       throw new AppError('ip-not-allowed');
+    }
   });
 
   const authServer = createPartnerAuthorizationServer({
@@ -141,7 +139,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
 
   const tokens = createAccessTokenVerifier({
     issuer: config.partner.url,
-    audience: PARTNER_AUDIENCE,
+    audience: PARTNER_API_AUDIENCE,
     jwks: authServer.jwks,
   });
 

@@ -131,6 +131,9 @@ export const RESPONSE_COMPONENTS: readonly string[] = [
   '"signature";req;key="sig1"',
 ];
 
+/** Response components when the request carried no usable signature to bind the answer to. */
+export const UNBOUND_RESPONSE_COMPONENTS: readonly string[] = ['@status', 'content-digest'];
+
 const ALG = 'ed25519'; // RFC 9421 §6.2.2 registry name
 const EMPTY = new Uint8Array(0);
 const DERIVED = new Set([

@@ -4,7 +4,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { AppError } from '../errors.ts';
 import { contentDigest } from '../http-signatures/content-digest.ts';
 import type { ReplayCache } from '../http-signatures/replay-cache.ts';
-import { signResponse, verifyRequest } from '../http-signatures/rfc9421.ts';
+import { signResponse, UNBOUND_RESPONSE_COMPONENTS, verifyRequest } from '../http-signatures/rfc9421.ts';
 import type { PartnerDirectory, PartnerInfo } from '../partners/partner-directory.ts';
 import type { CidrSet } from '../util/cidr.ts';
 import { clientAddress } from './client-address.ts';
@@ -56,8 +56,16 @@ export function peerThumbprint(req: FastifyRequest): string | undefined {
   return t;
 }
 
-/** Response components when the request carried no usable signature to bind to. */
-export const UNBOUND_RESPONSE_COMPONENTS = ['@status', 'content-digest'];
+/** The enabled partner registered for this connection's client certificate, with its thumbprint. */
+export function registeredPartner(
+  req: FastifyRequest,
+  directory: PartnerDirectory,
+): { partner: PartnerInfo; thumbprint: string } | undefined {
+  const thumbprint = peerThumbprint(req);
+  const partner = thumbprint ? directory.byThumbprint.get(thumbprint) : undefined;
+  return thumbprint && partner?.enabled ? { partner, thumbprint } : undefined;
+}
+
 const BEARER = /^Bearer ([A-Za-z0-9\-._~+/]+=*)$/;
 const REQUIRED_WITH_BODY = ['@method', '@target-uri', 'authorization', 'content-digest'];
 const REQUIRED_WITHOUT_BODY = ['@method', '@target-uri', 'authorization'];
@@ -84,11 +92,11 @@ export function partnerZone(deps: PartnerZoneDeps) {
     });
 
     app.addHook('onRequest', async (req) => {
-      const thumbprint = peerThumbprint(req);
-      const partner = thumbprint ? deps.directory().byThumbprint.get(thumbprint) : undefined;
-      if (!thumbprint || !partner?.enabled) {
+      const found = registeredPartner(req, deps.directory());
+      if (!found) {
         throw new AppError('invalid-token', 'the client certificate is not registered to an enabled partner');
       }
+      const { partner, thumbprint } = found;
       if (!partner.networks.has(clientAddress(req.raw, deps.trustedProxies)))
         throw new AppError('ip-not-allowed');
       const wait = deps.limiter.take(partner.id);
