@@ -1,4 +1,6 @@
+import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { JWK } from 'jose';
@@ -125,6 +127,63 @@ export async function startLocalStack(opts: {
       await Promise.allSettled(clients.map((c) => c.close()));
       await runtime.close();
       await rm(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * Serves a provisioned stack's data (its schema on PostgreSQL, its data directory with keys and PKI)
+ * from the real `smart-home start` with `workers` processes sharing the ports. Needs DATABASE_URL and
+ * REDIS_URL, like any multi-process deployment.
+ */
+export async function serveWithWorkers(
+  stack: LocalStack,
+  opts: { databaseUrl: string; schema: string; workers: number; env?: Record<string, string> },
+): Promise<{ partnerUrl: string; stop(): Promise<void> }> {
+  const [partnerPort, publicPort] = [await freePort(), await freePort()];
+  const dbUrl = new URL(opts.databaseUrl);
+  dbUrl.searchParams.set('options', `-c search_path=${opts.schema}`);
+  const child = spawn(process.execPath, [new URL('../src/cli.ts', import.meta.url).pathname, 'start'], {
+    env: {
+      ...process.env,
+      NODE_ENV: 'test',
+      LOG_LEVEL: 'warn',
+      REDIS_URL: process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379/0',
+      ...opts.env,
+      DATABASE_URL: dbUrl.toString(),
+      SMART_HOME_DATA_DIR: stack.dataDir,
+      SMART_HOME_WORKERS: String(opts.workers),
+      SMART_HOME_PARTNER_PORT: String(partnerPort),
+      SMART_HOME_PUBLIC_PORT: String(publicPort),
+    },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  await new Promise<void>((resolve, reject) => {
+    let err = '';
+    child.stderr!.on('data', (d) => {
+      err += d;
+      if (err.includes('smart-home is ready')) resolve();
+    });
+    child.once('exit', (code) => reject(new Error(`smart-home start exited with ${code}: ${err}`)));
+  });
+  // The banner comes from the first worker; give the others a moment to bind too.
+  await new Promise((r) => setTimeout(r, 1500));
+  return {
+    partnerUrl: `https://localhost:${partnerPort}`,
+    async stop() {
+      if (child.exitCode !== null) return;
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      await exited;
     },
   };
 }

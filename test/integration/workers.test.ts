@@ -5,14 +5,13 @@
  * to one process).
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { Redis } from 'ioredis';
 import type { JWK } from 'jose';
+import { serveWithWorkers, startLocalStack } from '../../simulator/local-stack.ts';
 import { PartnerClient } from '../../simulator/partner-client.ts';
 import type { Harness } from '../support/harness.ts';
 import { createTestDb } from '../support/test-db.ts';
@@ -23,60 +22,22 @@ const REDIS_URL = process.env['REDIS_URL'];
 
 if (DATABASE_URL && REDIS_URL) {
   let h: Harness;
-  let cluster: ChildProcess;
+  let cluster: Awaited<ReturnType<typeof serveWithWorkers>>;
   let partnerUrl: string;
-  let schema: string;
-
-  const freePort = () =>
-    new Promise<number>((resolve) => {
-      const s = createServer().listen(0, '127.0.0.1', () => {
-        const { port } = s.address() as { port: number };
-        s.close(() => resolve(port));
-      });
-    });
 
   before(async () => {
     // Provision through the in-process stack, then serve the same schema and keys from two processes.
     const db = await createTestDb();
-    schema = db.schema!;
-    const { startLocalStack } = await import('../../simulator/local-stack.ts');
     h = await startLocalStack({
       partners: [{ code: 'barrier-north' }, { code: 'barrier-south' }],
       document: (ids) => standardWorld(ids),
       db,
     });
-    const [partnerPort, publicPort] = [await freePort(), await freePort()];
-    const url = new URL(DATABASE_URL);
-    url.searchParams.set('options', `-c search_path=${schema}`);
-    cluster = spawn(process.execPath, [path.resolve('src/cli.ts'), 'start'], {
-      env: {
-        ...process.env,
-        NODE_ENV: 'test',
-        LOG_LEVEL: 'warn',
-        DATABASE_URL: url.toString(),
-        SMART_HOME_DATA_DIR: h.dataDir,
-        SMART_HOME_WORKERS: '2',
-        SMART_HOME_PARTNER_PORT: String(partnerPort),
-        SMART_HOME_PUBLIC_PORT: String(publicPort),
-      },
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
-    let err = '';
-    await new Promise<void>((resolve, reject) => {
-      cluster.stderr!.on('data', (d) => {
-        err += d;
-        if (err.includes('smart-home is ready')) resolve();
-      });
-      cluster.once('exit', (code) => reject(new Error(`start exited with ${code}: ${err}`)));
-    });
-    partnerUrl = `https://localhost:${partnerPort}`;
-    // The banner comes from the first worker; give the second a moment to bind too.
-    await new Promise((r) => setTimeout(r, 1500));
+    cluster = await serveWithWorkers(h, { databaseUrl: DATABASE_URL, schema: db.schema!, workers: 2 });
+    partnerUrl = cluster.partnerUrl;
   });
   after(async () => {
-    const exited = new Promise((r) => cluster.once('exit', r));
-    cluster.kill('SIGTERM');
-    await exited;
+    await cluster.stop();
     await h.close();
   });
 
