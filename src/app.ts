@@ -157,7 +157,9 @@ export async function buildApp(deps: AppDeps): Promise<App> {
         trustedProxies,
         responseKey: deps.responseKey,
       })(zone);
-      await zone.register(barrierRoutes({ db: deps.db, directory: () => directory }));
+      await zone.register(
+        barrierRoutes({ db: deps.db, directory: () => directory, batching: config.barrier }),
+      );
     },
     { prefix: '/partner/v1' },
   );

@@ -50,8 +50,16 @@ const Decision = T.Object({
 });
 
 /** `POST /partner/v1/barriers/{barrierId}/decisions` (contract §6). */
-export function barrierRoutes(deps: { db: Db; directory: () => PartnerDirectory }) {
-  const decider = createBarrierDecider(deps.db);
+export function barrierRoutes(deps: {
+  db: Db;
+  directory: () => PartnerDirectory;
+  batching?: { batchMax: number; batchesInFlight: number };
+}) {
+  const decider = createBarrierDecider(deps.db, {
+    ...(deps.batching
+      ? { maxBatch: deps.batching.batchMax, maxInFlight: deps.batching.batchesInFlight }
+      : {}),
+  });
   return async (app: FastifyInstance) => {
     app.post<{ Params: Static<typeof Params>; Body: Static<typeof Body> }>(
       '/barriers/:barrierId/decisions',

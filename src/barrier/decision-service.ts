@@ -101,7 +101,7 @@ export interface BarrierDeciderOptions {
  */
 export function createBarrierDecider(db: Db, opts: BarrierDeciderOptions = {}) {
   const maxBatch = opts.maxBatch ?? 64;
-  const maxInFlight = opts.maxInFlight ?? 4;
+  const maxInFlight = opts.maxInFlight ?? 1;
   const now = opts.now ?? (() => new Date());
   const queue: Pending[] = [];
   let inFlight = 0;

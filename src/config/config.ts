@@ -27,6 +27,7 @@ export interface Config {
   keys: { kekFile: string; kek: string | undefined; signingKeyFile: string; tokenKeyFile: string };
   registry: { refreshMs: number };
   housekeeping: { intervalMs: number };
+  barrier: { batchMax: number; batchesInFlight: number };
   workers: number;
   /** Options whose value came from a default rather than env or file (production refuses some). */
   defaulted: ReadonlySet<string>;

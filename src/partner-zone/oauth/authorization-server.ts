@@ -1,7 +1,6 @@
 import { createPrivateKey, createPublicKey, randomBytes, type X509Certificate } from 'node:crypto';
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { IncomingMessage } from 'node:http';
 import type { TLSSocket } from 'node:tls';
-import middie from '@fastify/middie';
 import type { FastifyInstance } from 'fastify';
 import type { JWK } from 'jose';
 import Provider, { type Adapter, type AdapterPayload, errors, type KoaContextWithOIDC } from 'oidc-provider';
@@ -181,18 +180,22 @@ export function createPartnerAuthorizationServer(
     provider,
     jwks: { keys: [publicJwk] },
     async mount(app) {
-      // The provider reads its own form bodies: Fastify's parsers must not run first, so it is mounted
-      // as connect middleware, which runs in onRequest, before any body parsing.
-      if (!app.hasPlugin('@fastify/middie')) await app.register(middie);
+      // The provider reads its own form bodies, so it takes the raw request in onRequest, before any of
+      // Fastify's parsing; only the two contract endpoints reach it. Everything else under the prefix
+      // (discovery, authorization, PAR, …) falls through to Fastify's 404.
       const callback = provider.callback();
-      app.use(OAUTH_PREFIX, (req: IncomingMessage, res: ServerResponse, next: (err?: unknown) => void) => {
-        // middie stripped the prefix (and keeps it in originalUrl, from which the provider rebuilds its
-        // own URLs). Everything but the two contract endpoints — discovery, authorization, PAR, … — falls
-        // through to Fastify's 404.
-        const url = req.url ?? '';
+      app.addHook('onRequest', (req, reply, done) => {
+        const url = req.raw.url ?? '';
+        if (!url.startsWith(`${OAUTH_PREFIX}/`)) return done();
         const q = url.indexOf('?');
-        if (PUBLIC_ROUTES.has(q === -1 ? url : url.slice(0, q))) void callback(req, res);
-        else next();
+        const route = (q === -1 ? url : url.slice(0, q)).slice(OAUTH_PREFIX.length);
+        if (!PUBLIC_ROUTES.has(route)) return done();
+        reply.hijack();
+        // Mounted under a prefix: the provider rebuilds its own URLs from `originalUrl`.
+        const raw = req.raw as IncomingMessage & { originalUrl?: string };
+        raw.originalUrl = url;
+        raw.url = url.slice(OAUTH_PREFIX.length);
+        void callback(raw, reply.raw);
       });
     },
   };
