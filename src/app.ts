@@ -181,6 +181,8 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     await deps.db.query(sql`select 1`);
     return { status: 'ready' };
   });
+  // Public listener, issue 3: the people's authorization server (/oauth), the access-token check,
+  // the resident API (/api/v1), the operator API (/admin/v1) and the API docs (/docs) register here.
 
   return {
     publicApp,
