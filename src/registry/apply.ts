@@ -1,22 +1,15 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { calculateJwkThumbprint, type JWK } from 'jose';
 import type { FieldCipher } from '../crypto/field-cipher.ts';
 import { canonicalisePlate } from '../crypto/plate.ts';
 import type { Db, Queryable } from '../db/db.ts';
 import { sql } from '../db/sql.ts';
-import { type ActorType, appendJournal } from '../journal/journal.ts';
+import type { ActorType } from '../journal/journal.ts';
 import { DocumentError, type ProvisioningDocument } from './document.ts';
-import { addPartnerSecret } from './partner-secrets.ts';
-import {
-  barrierPartnerKeys,
-  PURPOSE_PLATES,
-  passPlateAad,
-  rebuildPartnerPlateTokens,
-  vehiclePlateAad,
-  writePlateTokens,
-} from './plate-tokens.ts';
+import { barrierPartnerKeys, PURPOSE_PLATES, passPlateAad, writePlateTokens } from './plate-tokens.ts';
+import * as registry from './service/index.ts';
+import { type Change, PURPOSE_PII, RegistryError } from './service/index.ts';
 
-export const PURPOSE_PII = 'pii';
+export { PURPOSE_PII };
 
 export interface ApplyDeps {
   db: Db;
@@ -40,9 +33,35 @@ export interface ApplySummary {
 /** Stable id for journal details: a short hash, so even refs never leak into shared projections. */
 const short = (s: string) => createHash('sha256').update(s).digest('base64url').slice(0, 12);
 
-function sameSet(a: readonly string[], b: readonly string[]): boolean {
-  const sa = new Set(a);
-  return sa.size === new Set(b).size && b.every((x) => sa.has(x));
+const sameSet = registry.sameSet;
+
+/** The service layer's API field names, as the document names them. */
+const APPLY_FIELDS: Record<string, string> = {
+  complexIds: 'complexes',
+  complexId: 'complex',
+  buildingId: 'building',
+  entranceId: 'entrance',
+  partnerId: 'partner',
+  apartmentIds: 'apartments',
+};
+
+/** Runs one service call for the object at `path`; its errors become document errors at the field. */
+async function atPath<T>(
+  path: string,
+  fn: () => Promise<T>,
+  rename: Record<string, string> = {},
+): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (!(err instanceof RegistryError)) throw err;
+    let field = '';
+    if (err.field !== undefined) {
+      const [head = '', ...rest] = err.field.split('/');
+      field = `/${[rename[head] ?? head, ...rest].join('/')}`;
+    }
+    throw new DocumentError(`${path}${field}`, err.message);
+  }
 }
 
 /**
@@ -79,6 +98,7 @@ export type ApplyProgress = (section: 'residents' | 'guestPasses', done: number,
 const DRY_RUN = Symbol('dry-run');
 
 class ApplyContext {
+  readonly svc: registry.RegistryContext;
   readonly tx: Queryable;
   readonly cipher: FieldCipher;
   readonly actor: ApplyActor;
@@ -96,30 +116,27 @@ class ApplyContext {
     this.actor = actor;
     this.summary = summary;
     this.progress = progress ?? (() => {});
+    this.svc = {
+      tx,
+      cipher,
+      actor,
+      onChange: (c) => {
+        if (c.kind === 'delete') return;
+        summary[c.kind === 'create' ? 'created' : 'updated']++;
+        summary.changes.push(`${c.object} ${c.label} ${c.kind}d`);
+      },
+    };
   }
 
   /** `label` names the object in the operator's summary; the journal gets ids and `details` only. */
   async journal(
     kind: 'create' | 'update',
-    object: string,
+    object: registry.RegistryObject,
     subjectId: string,
     details: Record<string, unknown>,
     label?: string,
   ) {
-    this.summary[kind === 'create' ? 'created' : 'updated']++;
-    this.summary.changes.push(`${object} ${label ?? details['code'] ?? subjectId} ${kind}d`);
-    await appendJournal(this.tx, {
-      actorType: this.actor.type,
-      actorId: this.actor.id,
-      action: `registry.${object}.${kind}`,
-      subjectType: object,
-      subjectId,
-      result: 'ok',
-      requestId: this.actor.requestId ?? null,
-      details,
-      ...(typeof details['partnerId'] === 'string' ? { partnerId: details['partnerId'] } : {}),
-      ...(typeof details['deviceId'] === 'string' ? { deviceId: details['deviceId'] } : {}),
-    });
+    await registry.journalChange(this.svc, kind, object, subjectId, details, label);
   }
 
   unchanged() {
@@ -132,40 +149,25 @@ class ApplyContext {
     return row.id;
   }
 
+  /** Counts an unchanged object in the summary. */
+  count(change: Change) {
+    if (change === 'unchanged') this.unchanged();
+  }
+
   async complexes(list: NonNullable<ProvisioningDocument['complexes']>) {
     for (const [ci, c] of list.entries()) {
-      const cur = await this.tx.one<{ id: string; name: string }>(
-        sql`select id, name from complexes where code = ${c.code}`,
-      );
-      let complexId: string;
-      if (!cur) {
-        complexId = randomUUID();
-        await this.tx.query(
-          sql`insert into complexes (id, code, name) values (${complexId}, ${c.code}, ${c.name})`,
-        );
-        await this.journal('create', 'complex', complexId, { code: c.code });
-      } else {
-        complexId = cur.id;
-        if (cur.name !== c.name) {
-          await this.tx.query(
-            sql`update complexes set name = ${c.name}, updated_at = now() where id = ${complexId}`,
-          );
-          await this.journal('update', 'complex', complexId, { code: c.code });
-        } else this.unchanged();
-      }
+      const at = `/complexes/${ci}`;
+      const cur = await this.tx.one<{ id: string }>(sql`select id from complexes where code = ${c.code}`);
+      const complexId = cur
+        ? cur.id
+        : await atPath(at, () => registry.createComplex(this.svc, { code: c.code, name: c.name }));
+      if (cur) this.count(await atPath(at, () => registry.updateComplex(this.svc, cur.id, { name: c.name })));
       const seenB = new Set<string>();
       for (const [bi, b] of c.buildings.entries()) {
         if (seenB.has(b.code))
           throw new DocumentError(`/complexes/${ci}/buildings/${bi}/code`, 'duplicate building code');
         seenB.add(b.code);
-        const buildingId = await this.upsertNamed(
-          'building',
-          'buildings',
-          'complex_id',
-          complexId,
-          b.code,
-          b.name,
-        );
+        const buildingId = await this.upsertNamed('building', complexId, b, `${at}/buildings/${bi}`);
         const seenE = new Set<string>();
         for (const [ei, e] of b.entrances.entries()) {
           if (seenE.has(e.code)) {
@@ -175,23 +177,12 @@ class ApplyContext {
             );
           }
           seenE.add(e.code);
-          const entranceId = await this.upsertNamed(
-            'entrance',
-            'entrances',
-            'building_id',
-            buildingId,
-            e.code,
-            e.name,
-          );
-          for (const number of e.apartments) {
-            const inserted = await this.tx.query(sql`insert into apartments (id, entrance_id, number)
-              values (${randomUUID()}, ${entranceId}, ${number}) on conflict (entrance_id, number) do nothing returning id`);
-            if (inserted[0]) {
-              await this.journal('create', 'apartment', String(inserted[0]['id']), {
-                code: `${c.code}/${b.code}/${e.code}/${number}`,
-              });
-            }
-          }
+          const eAt = `${at}/buildings/${bi}/entrances/${ei}`;
+          const entranceId = await this.upsertNamed('entrance', buildingId, e, eAt);
+          for (const [ai, number] of e.apartments.entries())
+            await atPath(`${eAt}/apartments/${ai}`, () =>
+              registry.ensureApartment(this.svc, { entranceId, number }),
+            );
         }
       }
     }
@@ -199,29 +190,20 @@ class ApplyContext {
 
   async upsertNamed(
     object: 'building' | 'entrance',
-    table: 'buildings' | 'entrances',
-    parentColumn: 'complex_id' | 'building_id',
     parentId: string,
-    code: string,
-    name: string,
+    input: { code: string; name: string },
+    at: string,
   ): Promise<string> {
-    const t = sql.ident(table);
-    const pc = sql.ident(parentColumn);
-    const cur = await this.tx.one<{ id: string; name: string }>(
-      sql`select id, name from ${t} where ${pc} = ${parentId} and code = ${code}`,
+    const t = sql.ident(object === 'building' ? 'buildings' : 'entrances');
+    const pc = sql.ident(object === 'building' ? 'complex_id' : 'building_id');
+    const cur = await this.tx.one<{ id: string }>(
+      sql`select id from ${t} where ${pc} = ${parentId} and code = ${input.code}`,
     );
-    if (!cur) {
-      const id = randomUUID();
-      await this.tx.query(
-        sql`insert into ${t} (id, ${pc}, code, name) values (${id}, ${parentId}, ${code}, ${name})`,
+    if (!cur)
+      return atPath(at, () =>
+        registry.createNamed(this.svc, object, parentId, { code: input.code, name: input.name }),
       );
-      await this.journal('create', object, id, { code });
-      return id;
-    }
-    if (cur.name !== name) {
-      await this.tx.query(sql`update ${t} set name = ${name} where id = ${cur.id}`);
-      await this.journal('update', object, cur.id, { code });
-    } else this.unchanged();
+    this.count(await atPath(at, () => registry.updateNamed(this.svc, object, cur.id, { name: input.name })));
     return cur.id;
   }
 
@@ -231,198 +213,43 @@ class ApplyContext {
       const complexIds: string[] = [];
       for (const [i, code] of p.complexes.entries())
         complexIds.push(await this.complexId(code, `${at}/complexes/${i}`));
-      const scopes = [...p.scopes].sort();
-      const enabled = p.enabled ?? true;
-      const baseUrl = p.baseUrl ?? null;
-      const cur = await this.tx.one<{
-        id: string;
-        name: string;
-        scopes: string[];
-        enabled: boolean;
-        base_url: string | null;
-      }>(sql`select id, name, scopes, enabled, base_url from partners where code = ${p.code}`);
-      let partnerId: string;
-      let changed = false;
-      let created = false;
-      if (!cur) {
-        partnerId = randomUUID();
-        created = true;
-        await this.tx.query(sql`insert into partners (id, code, name, scopes, enabled, base_url)
-          values (${partnerId}, ${p.code}, ${p.name}, ${scopes}, ${enabled}, ${baseUrl})`);
-        await addPartnerSecret(this.tx, this.cipher, { id: partnerId, code: p.code });
-      } else {
-        partnerId = cur.id;
-        if (
-          cur.name !== p.name ||
-          !sameSet(cur.scopes, scopes) ||
-          cur.enabled !== enabled ||
-          cur.base_url !== baseUrl
-        ) {
-          changed = true;
-          await this.tx.query(sql`update partners set name = ${p.name}, scopes = ${scopes}, enabled = ${enabled},
-            base_url = ${baseUrl}, updated_at = now() where id = ${partnerId}`);
-        }
+      const input: registry.PartnerInput = {
+        code: p.code,
+        name: p.name,
+        enabled: p.enabled ?? true,
+        scopes: [...p.scopes],
+        complexIds,
+        networks: p.networks,
+        certificates: p.certificates,
+        signingKeys: p.signingKeys,
+        encryptionKeys: p.encryptionKeys,
+        baseUrl: p.baseUrl ?? null,
+        // Contract §7: how we call the partner (pinned server CA, our client id, its token endpoint).
+        outbound: p.outbound
+          ? {
+              serverCa: p.outbound.serverCa,
+              clientId: p.outbound.clientId,
+              tokenEndpoint: p.outbound.tokenEndpoint ?? null,
+            }
+          : null,
+      };
+      const cur = await this.tx.one<{ id: string }>(sql`select id from partners where code = ${p.code}`);
+      if (!cur) await atPath(at, () => registry.createPartner(this.svc, input), APPLY_FIELDS);
+      else {
+        const { code: _code, ...patch } = input;
+        this.count(await atPath(at, () => registry.updatePartner(this.svc, cur.id, patch), APPLY_FIELDS));
       }
-      changed = (await this.replaceSet('partner_complexes', 'complex_id', partnerId, complexIds)) || changed;
-      const networks = p.networks.map((n) =>
-        n.includes('/') ? n : n.includes(':') ? `${n}/128` : `${n}/32`,
-      );
-      changed = (await this.replaceNetworks(partnerId, networks, `${at}/networks`)) || changed;
-      changed = (await this.replaceCertificates(partnerId, p.certificates, `${at}/certificates`)) || changed;
-      changed =
-        (await this.replaceKeys('partner_signing_keys', partnerId, p.signingKeys, `${at}/signingKeys`)) ||
-        changed;
-      changed =
-        (await this.replaceKeys(
-          'partner_encryption_keys',
-          partnerId,
-          p.encryptionKeys,
-          `${at}/encryptionKeys`,
-        )) || changed;
-      if (created) {
-        await this.journal('create', 'partner', partnerId, { code: p.code, partnerId, scopes });
-        await rebuildPartnerPlateTokens(this.tx, this.cipher, partnerId);
-      } else if (changed) {
-        await this.journal('update', 'partner', partnerId, { code: p.code, partnerId, scopes });
-        if (scopes.includes('barrier:decide') !== cur?.scopes.includes('barrier:decide')) {
-          await rebuildPartnerPlateTokens(this.tx, this.cipher, partnerId);
-        }
-      } else this.unchanged();
     }
-  }
-
-  async replaceSet(
-    table: 'partner_complexes',
-    column: 'complex_id',
-    partnerId: string,
-    ids: string[],
-  ): Promise<boolean> {
-    const t = sql.ident(table);
-    const c = sql.ident(column);
-    const cur = (
-      await this.tx.query<Record<string, string>>(
-        sql`select ${c} as v from ${t} where partner_id = ${partnerId}`,
-      )
-    ).map((r) => String(r['v']));
-    if (sameSet(cur, ids)) return false;
-    await this.tx.query(sql`delete from ${t} where partner_id = ${partnerId}`);
-    for (const id of ids)
-      await this.tx.query(sql`insert into ${t} (partner_id, ${c}) values (${partnerId}, ${id})`);
-    return true;
-  }
-
-  async replaceNetworks(partnerId: string, cidrs: string[], path: string): Promise<boolean> {
-    const cur = (
-      await this.tx.query<{ cidr: string }>(
-        sql`select cidr::text as cidr from partner_networks where partner_id = ${partnerId}`,
-      )
-    ).map((r) => r.cidr);
-    let normalized: string[];
-    try {
-      normalized = [];
-      for (const c of cidrs) {
-        const r = await this.tx.one<{ c: string }>(sql`select ${c}::cidr::text as c`);
-        normalized.push(r!.c);
-      }
-    } catch {
-      throw new DocumentError(path, 'not a valid CIDR (host bits must be zero)');
-    }
-    if (sameSet(cur, normalized)) return false;
-    await this.tx.query(sql`delete from partner_networks where partner_id = ${partnerId}`);
-    for (const c of normalized)
-      await this.tx.query(
-        sql`insert into partner_networks (partner_id, cidr) values (${partnerId}, ${c}::cidr)`,
-      );
-    return true;
-  }
-
-  async replaceCertificates(partnerId: string, thumbprints: string[], path: string): Promise<boolean> {
-    const cur = (
-      await this.tx.query<{ thumbprint: string }>(
-        sql`select thumbprint from partner_certificates where partner_id = ${partnerId}`,
-      )
-    ).map((r) => r.thumbprint);
-    if (sameSet(cur, thumbprints)) return false;
-    for (const [i, t] of thumbprints.entries()) {
-      const other = await this.tx.one(
-        sql`select 1 from partner_certificates where thumbprint = ${t} and partner_id <> ${partnerId}`,
-      );
-      if (other)
-        throw new DocumentError(`${path}/${i}`, 'certificate is already registered to another partner');
-    }
-    await this.tx.query(sql`delete from partner_certificates where partner_id = ${partnerId}`);
-    for (const t of thumbprints) {
-      await this.tx.query(
-        sql`insert into partner_certificates (thumbprint, partner_id) values (${t}, ${partnerId})`,
-      );
-    }
-    return true;
-  }
-
-  async replaceKeys(
-    table: 'partner_signing_keys' | 'partner_encryption_keys',
-    partnerId: string,
-    jwks: Array<JWK & { kid: string }>,
-    path: string,
-  ): Promise<boolean> {
-    const t = sql.ident(table);
-    const cur = await this.tx.query<{ kid: string; thumbprint: string; partner_id: string }>(
-      sql`select kid, thumbprint, partner_id from ${t} where partner_id = ${partnerId} or kid = any(${jwks.map((k) => k.kid)})`,
-    );
-    const wanted = new Map<string, { jwk: JWK; thumbprint: string }>();
-    for (const [i, jwk] of jwks.entries()) {
-      if (wanted.has(jwk.kid)) throw new DocumentError(`${path}/${i}/kid`, 'duplicate kid');
-      const thumbprint = await calculateJwkThumbprint(jwk, 'sha256');
-      const existing = cur.find((r) => r.kid === jwk.kid);
-      if (existing && existing.partner_id !== partnerId) {
-        throw new DocumentError(`${path}/${i}/kid`, 'kid is already registered to another partner');
-      }
-      if (existing && existing.thumbprint !== thumbprint) {
-        // A kid names one key forever; a new key needs a new kid, so signatures stay attributable.
-        throw new DocumentError(
-          `${path}/${i}`,
-          'kid is already registered with a different key; use a new kid',
-        );
-      }
-      const { kid, kty, crv, x } = jwk;
-      const pub: JWK =
-        table === 'partner_signing_keys' ? { kty, crv, x, kid } : { kty, crv, x, y: jwk.y, kid };
-      wanted.set(jwk.kid, { jwk: pub, thumbprint });
-    }
-    const mine = cur.filter((r) => r.partner_id === partnerId);
-    if (
-      sameSet(
-        mine.map((r) => r.kid),
-        [...wanted.keys()],
-      )
-    )
-      return false;
-    for (const r of mine)
-      if (!wanted.has(r.kid)) await this.tx.query(sql`delete from ${t} where kid = ${r.kid}`);
-    for (const [kid, w] of wanted) {
-      if (mine.some((r) => r.kid === kid)) continue;
-      await this.tx.query(sql`insert into ${t} (kid, partner_id, public_jwk, thumbprint)
-        values (${kid}, ${partnerId}, ${JSON.stringify(w.jwk)}, ${w.thumbprint})`);
-    }
-    return true;
   }
 
   async devices(list: NonNullable<ProvisioningDocument['devices']>) {
     for (const [di, d] of list.entries()) {
       const at = `/devices/${di}`;
-      const partner = await this.tx.one<{ id: string; scopes: string[] }>(
-        sql`select id, scopes from partners where code = ${d.partner}`,
+      const partner = await this.tx.one<{ id: string }>(
+        sql`select id from partners where code = ${d.partner}`,
       );
       if (!partner) throw new DocumentError(`${at}/partner`, `unknown partner "${d.partner}"`);
       const complexId = await this.complexId(d.complex, `${at}/complex`);
-      const inPerimeter = await this.tx.one(
-        sql`select 1 from partner_complexes where partner_id = ${partner.id} and complex_id = ${complexId}`,
-      );
-      if (!inPerimeter)
-        throw new DocumentError(`${at}/complex`, "complex is outside the partner's perimeter");
-      if (d.kind === 'barrier' && !partner.scopes.includes('barrier:decide')) {
-        throw new DocumentError(`${at}/kind`, 'a barrier needs a partner with the barrier:decide scope');
-      }
       let buildingId: string | null = null;
       let entranceId: string | null = null;
       if (d.entrance && !d.building)
@@ -442,37 +269,24 @@ class ApplyContext {
         if (!e) throw new DocumentError(`${at}/entrance`, `unknown entrance "${d.entrance}"`);
         entranceId = e.id;
       }
-      const enabled = d.enabled ?? true;
-      const cur = await this.tx.one<Record<string, unknown>>(
-        sql`select id, kind, name, complex_id, building_id, entrance_id, enabled from devices
-            where partner_id = ${partner.id} and external_id = ${d.externalId}`,
+      const input: registry.DeviceInput = {
+        partnerId: partner.id,
+        externalId: d.externalId,
+        kind: d.kind,
+        name: d.name,
+        complexId,
+        buildingId,
+        entranceId,
+        enabled: d.enabled ?? true,
+      };
+      const cur = await this.tx.one<{ id: string }>(
+        sql`select id from devices where partner_id = ${partner.id} and external_id = ${d.externalId}`,
       );
-      if (!cur) {
-        const id = randomUUID();
-        await this.tx.query(sql`insert into devices (id, partner_id, external_id, kind, name, complex_id, building_id, entrance_id, enabled)
-          values (${id}, ${partner.id}, ${d.externalId}, ${d.kind}, ${d.name}, ${complexId}, ${buildingId}, ${entranceId}, ${enabled})`);
-        await this.journal('create', 'device', id, {
-          code: `${d.partner}/${d.externalId}`,
-          partnerId: partner.id,
-          deviceId: id,
-        });
-      } else if (
-        cur['kind'] !== d.kind ||
-        cur['name'] !== d.name ||
-        cur['complex_id'] !== complexId ||
-        cur['building_id'] !== buildingId ||
-        cur['entrance_id'] !== entranceId ||
-        cur['enabled'] !== enabled
-      ) {
-        const id = String(cur['id']);
-        await this.tx.query(sql`update devices set kind = ${d.kind}, name = ${d.name}, complex_id = ${complexId},
-          building_id = ${buildingId}, entrance_id = ${entranceId}, enabled = ${enabled}, updated_at = now() where id = ${id}`);
-        await this.journal('update', 'device', id, {
-          code: `${d.partner}/${d.externalId}`,
-          partnerId: partner.id,
-          deviceId: id,
-        });
-      } else this.unchanged();
+      if (!cur) await atPath(at, () => registry.createDevice(this.svc, input), APPLY_FIELDS);
+      else {
+        const { partnerId: _p, externalId: _e, ...patch } = input;
+        this.count(await atPath(at, () => registry.updateDevice(this.svc, cur.id, patch), APPLY_FIELDS));
+      }
     }
   }
 
@@ -486,7 +300,6 @@ class ApplyContext {
   }
 
   async residents(list: NonNullable<ProvisioningDocument['residents']>) {
-    let partners: Awaited<ReturnType<typeof barrierPartnerKeys>> | undefined;
     const seen = new Set<string>();
     for (const [ri, r] of list.entries()) {
       this.progress('residents', ri, list.length);
@@ -496,87 +309,21 @@ class ApplyContext {
       const apartmentIds: string[] = [];
       for (const [i, a] of r.apartments.entries())
         apartmentIds.push(await this.apartmentId(a, `${at}/apartments/${i}`));
-      const phoneIndex = this.cipher.blindIndex(PURPOSE_PII, r.phone);
-      const cur = await this.tx.one<{ id: string; full_name_enc: string; phone_enc: string }>(
-        sql`select id, full_name_enc, phone_enc from residents where ref = ${r.ref}`,
-      );
-      const clash = await this.tx.one<{ ref: string }>(
-        sql`select ref from residents where phone_index = ${phoneIndex}`,
-      );
-      if (clash && clash.ref !== r.ref)
-        throw new DocumentError(`${at}/phone`, 'phone number already belongs to another resident');
-      let id: string;
-      let kind: 'create' | 'update' | undefined;
-      if (!cur) {
-        id = randomUUID();
-        kind = 'create';
-        await this.tx.query(sql`insert into residents (id, ref, full_name_enc, phone_enc, phone_index) values (${id}, ${r.ref},
-          ${this.cipher.encrypt(PURPOSE_PII, { table: 'residents', column: 'full_name_enc', rowId: id }, r.fullName)},
-          ${this.cipher.encrypt(PURPOSE_PII, { table: 'residents', column: 'phone_enc', rowId: id }, r.phone)}, ${phoneIndex})`);
-      } else {
-        id = cur.id;
-        const name = this.cipher.decrypt(
-          { table: 'residents', column: 'full_name_enc', rowId: id },
-          cur.full_name_enc,
-        );
-        const phone = this.cipher.decrypt(
-          { table: 'residents', column: 'phone_enc', rowId: id },
-          cur.phone_enc,
-        );
-        if (name !== r.fullName || phone !== r.phone) {
-          kind = 'update';
-          await this.tx.query(sql`update residents set
-            full_name_enc = ${this.cipher.encrypt(PURPOSE_PII, { table: 'residents', column: 'full_name_enc', rowId: id }, r.fullName)},
-            phone_enc = ${this.cipher.encrypt(PURPOSE_PII, { table: 'residents', column: 'phone_enc', rowId: id }, r.phone)},
-            phone_index = ${phoneIndex}, updated_at = now() where id = ${id}`);
-        }
+      const input: registry.ResidentInput = {
+        ref: r.ref,
+        fullName: r.fullName,
+        phone: r.phone,
+        apartmentIds,
+        vehicles: r.vehicles,
+        // External IdP mode (src/api-auth/): absent leaves the link as it is.
+        externalSubject: r.externalSubject,
+      };
+      const cur = await this.tx.one<{ id: string }>(sql`select id from residents where ref = ${r.ref}`);
+      if (!cur) await atPath(at, () => registry.createResident(this.svc, input), APPLY_FIELDS);
+      else {
+        const { ref: _ref, ...patch } = input;
+        this.count(await atPath(at, () => registry.updateResident(this.svc, cur.id, patch), APPLY_FIELDS));
       }
-      const curApts = (
-        await this.tx.query<{ apartment_id: string }>(
-          sql`select apartment_id from resident_apartments where resident_id = ${id}`,
-        )
-      ).map((x) => x.apartment_id);
-      if (!sameSet(curApts, apartmentIds)) {
-        kind ??= 'update';
-        await this.tx.query(sql`delete from resident_apartments where resident_id = ${id}`);
-        for (const a of apartmentIds) {
-          await this.tx.query(
-            sql`insert into resident_apartments (resident_id, apartment_id) values (${id}, ${a})`,
-          );
-        }
-      }
-      if (r.vehicles) {
-        const plates = r.vehicles.map((v, i) => {
-          try {
-            return canonicalisePlate(v);
-          } catch {
-            throw new DocumentError(`${at}/vehicles/${i}`, 'not a licence plate (contract §5.1)');
-          }
-        });
-        const wanted = new Map(plates.map((p) => [this.cipher.blindIndex(PURPOSE_PLATES, p), p]));
-        const curV = await this.tx.query<{ id: string; plate_index: string }>(
-          sql`select id, plate_index from vehicles where resident_id = ${id}`,
-        );
-        let vehiclesChanged = false;
-        for (const v of curV) {
-          if (!wanted.has(v.plate_index)) {
-            await this.tx.query(sql`delete from vehicles where id = ${v.id}`);
-            vehiclesChanged = true;
-          }
-        }
-        for (const [index, plate] of wanted) {
-          if (curV.some((v) => v.plate_index === index)) continue;
-          const vehicleId = randomUUID();
-          await this.tx.query(sql`insert into vehicles (id, resident_id, plate_enc, plate_index) values (${vehicleId}, ${id},
-            ${this.cipher.encrypt(PURPOSE_PLATES, vehiclePlateAad(vehicleId), plate)}, ${index})`);
-          partners ??= await barrierPartnerKeys(this.tx, this.cipher);
-          await writePlateTokens(this.tx, { vehicleId }, plate, partners);
-          vehiclesChanged = true;
-        }
-        if (vehiclesChanged) kind ??= 'update';
-      }
-      if (kind) await this.journal(kind, 'resident', id, { ref: short(r.ref) }, r.ref);
-      else this.unchanged();
     }
   }
 

@@ -1,0 +1,5 @@
+export * from './context.ts';
+export * from './devices.ts';
+export * from './partners.ts';
+export * from './residents.ts';
+export * from './topology.ts';

@@ -1,0 +1,269 @@
+import { randomUUID } from 'node:crypto';
+import { calculateJwkThumbprint, type JWK } from 'jose';
+import { sql } from '../../db/sql.ts';
+import { addPartnerSecret } from '../partner-secrets.ts';
+import { rebuildPartnerPlateTokens } from '../plate-tokens.ts';
+import {
+  type Change,
+  conflict,
+  invalid,
+  journalChange,
+  notFound,
+  type RegistryContext,
+  refuseIfReferenced,
+  sameSet,
+} from './context.ts';
+
+export type PartnerJwk = JWK & { kid: string };
+
+/**
+ * A partner as an operator declares it. Never a secret: the partner's master secrets are created here
+ * at onboarding and rotated only by the CLI's key ceremony (src/registry/partner-key-rotation.ts).
+ */
+export interface PartnerInput {
+  code: string;
+  name: string;
+  enabled: boolean;
+  scopes: string[];
+  /** The perimeter: ids of the complexes it serves. */
+  complexIds: string[];
+  /** CIDR allowlist; a bare address is a /32 or /128. */
+  networks: string[];
+  /** RFC 8705 x5t#S256 thumbprints of its client certificates. */
+  certificates: string[];
+  signingKeys: PartnerJwk[];
+  encryptionKeys: PartnerJwk[];
+  baseUrl: string | null;
+  /** Contract §7: how smart-home calls the partner (pinned server CA PEM, our client id, its token endpoint). */
+  outbound: PartnerOutbound | null;
+}
+
+export interface PartnerOutbound {
+  serverCa: string;
+  clientId: string;
+  tokenEndpoint: string | null;
+}
+
+export type PartnerPatch = Partial<Omit<PartnerInput, 'code'>>;
+
+type PartnerRow = {
+  id: string;
+  code: string;
+  name: string;
+  scopes: string[];
+  enabled: boolean;
+  base_url: string | null;
+  server_ca_pem: string | null;
+  outbound_client_id: string | null;
+  token_endpoint: string | null;
+};
+
+function outboundColumns(o: PartnerOutbound | null) {
+  return {
+    serverCa: o ? o.serverCa.trim() : null,
+    clientId: o?.clientId ?? null,
+    tokenEndpoint: o?.tokenEndpoint ?? null,
+  };
+}
+
+export async function createPartner(ctx: RegistryContext, input: PartnerInput): Promise<string> {
+  if (await ctx.tx.one(sql`select 1 from partners where code = ${input.code}`))
+    throw conflict('code', 'a partner with this code already exists');
+  const id = randomUUID();
+  const scopes = [...input.scopes].sort();
+  if (input.outbound && !input.baseUrl) throw invalid('baseUrl', 'required with outbound');
+  const o = outboundColumns(input.outbound);
+  await ctx.tx.query(sql`insert into partners (id, code, name, scopes, enabled, base_url,
+      server_ca_pem, outbound_client_id, token_endpoint)
+    values (${id}, ${input.code}, ${input.name}, ${scopes}, ${input.enabled}, ${input.baseUrl},
+      ${o.serverCa}, ${o.clientId}, ${o.tokenEndpoint})`);
+  await addPartnerSecret(ctx.tx, ctx.cipher, { id, code: input.code });
+  await setPerimeter(ctx, id, input.complexIds);
+  await setNetworks(ctx, id, input.networks);
+  await setCertificates(ctx, id, input.certificates);
+  await setKeys(ctx, 'partner_signing_keys', id, input.signingKeys, 'signingKeys');
+  await setKeys(ctx, 'partner_encryption_keys', id, input.encryptionKeys, 'encryptionKeys');
+  await journalChange(ctx, 'create', 'partner', id, { code: input.code, partnerId: id, scopes });
+  await rebuildPartnerPlateTokens(ctx.tx, ctx.cipher, id);
+  return id;
+}
+
+/** Brings the fields named in `patch` to their new values; lists replace the partner's lists. */
+export async function updatePartner(ctx: RegistryContext, id: string, patch: PartnerPatch): Promise<Change> {
+  const cur = await ctx.tx.one<PartnerRow>(
+    sql`select id, code, name, scopes, enabled, base_url, server_ca_pem, outbound_client_id, token_endpoint
+        from partners where id = ${id} for update`,
+  );
+  if (!cur) throw notFound('partner');
+  const name = patch.name ?? cur.name;
+  const scopes = patch.scopes ? [...patch.scopes].sort() : cur.scopes;
+  const enabled = patch.enabled ?? cur.enabled;
+  const baseUrl = patch.baseUrl === undefined ? cur.base_url : patch.baseUrl;
+  const o =
+    patch.outbound === undefined
+      ? { serverCa: cur.server_ca_pem, clientId: cur.outbound_client_id, tokenEndpoint: cur.token_endpoint }
+      : outboundColumns(patch.outbound);
+  if (o.serverCa && !baseUrl) throw invalid('baseUrl', 'required with outbound');
+  let changed = false;
+  if (
+    cur.name !== name ||
+    !sameSet(cur.scopes, scopes) ||
+    cur.enabled !== enabled ||
+    cur.base_url !== baseUrl ||
+    cur.server_ca_pem !== o.serverCa ||
+    cur.outbound_client_id !== o.clientId ||
+    cur.token_endpoint !== o.tokenEndpoint
+  ) {
+    changed = true;
+    await ctx.tx.query(sql`update partners set name = ${name}, scopes = ${scopes}, enabled = ${enabled},
+      base_url = ${baseUrl}, server_ca_pem = ${o.serverCa}, outbound_client_id = ${o.clientId},
+      token_endpoint = ${o.tokenEndpoint}, updated_at = now() where id = ${id}`);
+  }
+  if (patch.complexIds) changed = (await setPerimeter(ctx, id, patch.complexIds)) || changed;
+  if (patch.networks) changed = (await setNetworks(ctx, id, patch.networks)) || changed;
+  if (patch.certificates) changed = (await setCertificates(ctx, id, patch.certificates)) || changed;
+  if (patch.signingKeys)
+    changed = (await setKeys(ctx, 'partner_signing_keys', id, patch.signingKeys, 'signingKeys')) || changed;
+  if (patch.encryptionKeys)
+    changed =
+      (await setKeys(ctx, 'partner_encryption_keys', id, patch.encryptionKeys, 'encryptionKeys')) || changed;
+  if (!changed) return 'unchanged';
+  if (patch.complexIds) {
+    // A perimeter may not shrink away from the partner's own devices.
+    const stray = await ctx.tx.one(sql`select 1 from devices d where d.partner_id = ${id}
+      and not exists (select 1 from partner_complexes pc where pc.partner_id = ${id} and pc.complex_id = d.complex_id)`);
+    if (stray) throw conflict('complexIds', 'the partner has devices in a complex this perimeter leaves out');
+  }
+  await journalChange(ctx, 'update', 'partner', id, { code: cur.code, partnerId: id, scopes });
+  if (scopes.includes('barrier:decide') !== cur.scopes.includes('barrier:decide'))
+    await rebuildPartnerPlateTokens(ctx.tx, ctx.cipher, id);
+  return 'update';
+}
+
+/** Deletes a partner with its perimeter, networks, certificates, keys, secrets and plate tokens. */
+export async function deletePartner(ctx: RegistryContext, id: string): Promise<void> {
+  const cur = await ctx.tx.one<{ code: string }>(sql`select code from partners where id = ${id} for update`);
+  if (!cur) throw notFound('partner');
+  await refuseIfReferenced([
+    { what: 'devices', exists: () => ctx.tx.one(sql`select 1 from devices where partner_id = ${id}`) },
+    {
+      what: 'recorded barrier decisions (kept 24 h for idempotent retries)',
+      exists: () => ctx.tx.one(sql`select 1 from barrier_decisions where partner_id = ${id}`),
+    },
+  ]);
+  await ctx.tx.query(sql`delete from partners where id = ${id}`);
+  await journalChange(ctx, 'delete', 'partner', id, { code: cur.code, partnerId: id });
+}
+
+async function setPerimeter(ctx: RegistryContext, partnerId: string, complexIds: string[]): Promise<boolean> {
+  for (const [i, c] of complexIds.entries()) {
+    if (!(await ctx.tx.one(sql`select 1 from complexes where id = ${c}`)))
+      throw invalid(`complexIds/${i}`, 'unknown complex');
+  }
+  const cur = (
+    await ctx.tx.query<{ complex_id: string }>(
+      sql`select complex_id from partner_complexes where partner_id = ${partnerId}`,
+    )
+  ).map((r) => r.complex_id);
+  if (sameSet(cur, complexIds)) return false;
+  await ctx.tx.query(sql`delete from partner_complexes where partner_id = ${partnerId}`);
+  for (const c of new Set(complexIds))
+    await ctx.tx.query(
+      sql`insert into partner_complexes (partner_id, complex_id) values (${partnerId}, ${c})`,
+    );
+  return true;
+}
+
+async function setNetworks(ctx: RegistryContext, partnerId: string, cidrs: string[]): Promise<boolean> {
+  const cur = (
+    await ctx.tx.query<{ cidr: string }>(
+      sql`select cidr::text as cidr from partner_networks where partner_id = ${partnerId}`,
+    )
+  ).map((r) => r.cidr);
+  const normalized: string[] = [];
+  for (const [i, n] of cidrs.entries()) {
+    const c = n.includes('/') ? n : n.includes(':') ? `${n}/128` : `${n}/32`;
+    try {
+      normalized.push((await ctx.tx.one<{ c: string }>(sql`select ${c}::cidr::text as c`))!.c);
+    } catch {
+      // The refused cast aborts the transaction on PostgreSQL: the caller's change rolls back whole.
+      throw invalid(`networks/${i}`, 'not a valid CIDR (host bits must be zero)');
+    }
+  }
+  if (sameSet(cur, normalized)) return false;
+  await ctx.tx.query(sql`delete from partner_networks where partner_id = ${partnerId}`);
+  for (const c of new Set(normalized))
+    await ctx.tx.query(
+      sql`insert into partner_networks (partner_id, cidr) values (${partnerId}, ${c}::cidr)`,
+    );
+  return true;
+}
+
+async function setCertificates(
+  ctx: RegistryContext,
+  partnerId: string,
+  thumbprints: string[],
+): Promise<boolean> {
+  const cur = (
+    await ctx.tx.query<{ thumbprint: string }>(
+      sql`select thumbprint from partner_certificates where partner_id = ${partnerId}`,
+    )
+  ).map((r) => r.thumbprint);
+  if (sameSet(cur, thumbprints)) return false;
+  for (const [i, t] of thumbprints.entries()) {
+    const other = await ctx.tx.one(
+      sql`select 1 from partner_certificates where thumbprint = ${t} and partner_id <> ${partnerId}`,
+    );
+    if (other) throw conflict(`certificates/${i}`, 'certificate is already registered to another partner');
+  }
+  await ctx.tx.query(sql`delete from partner_certificates where partner_id = ${partnerId}`);
+  for (const t of new Set(thumbprints))
+    await ctx.tx.query(
+      sql`insert into partner_certificates (thumbprint, partner_id) values (${t}, ${partnerId})`,
+    );
+  return true;
+}
+
+async function setKeys(
+  ctx: RegistryContext,
+  table: 'partner_signing_keys' | 'partner_encryption_keys',
+  partnerId: string,
+  jwks: PartnerJwk[],
+  field: string,
+): Promise<boolean> {
+  const t = sql.ident(table);
+  const cur = await ctx.tx.query<{ kid: string; thumbprint: string; partner_id: string }>(
+    sql`select kid, thumbprint, partner_id from ${t} where partner_id = ${partnerId} or kid = any(${jwks.map((k) => k.kid)})`,
+  );
+  const wanted = new Map<string, { jwk: JWK; thumbprint: string }>();
+  for (const [i, jwk] of jwks.entries()) {
+    if (wanted.has(jwk.kid)) throw invalid(`${field}/${i}/kid`, 'duplicate kid');
+    const thumbprint = await calculateJwkThumbprint(jwk, 'sha256');
+    const existing = cur.find((r) => r.kid === jwk.kid);
+    if (existing && existing.partner_id !== partnerId)
+      throw conflict(`${field}/${i}/kid`, 'kid is already registered to another partner');
+    if (existing && existing.thumbprint !== thumbprint) {
+      // A kid names one key forever; a new key needs a new kid, so signatures stay attributable.
+      throw conflict(`${field}/${i}`, 'kid is already registered with a different key; use a new kid');
+    }
+    const { kid, kty, crv, x } = jwk;
+    const pub: JWK = table === 'partner_signing_keys' ? { kty, crv, x, kid } : { kty, crv, x, y: jwk.y, kid };
+    wanted.set(jwk.kid, { jwk: pub, thumbprint });
+  }
+  const mine = cur.filter((r) => r.partner_id === partnerId);
+  if (
+    sameSet(
+      mine.map((r) => r.kid),
+      [...wanted.keys()],
+    )
+  )
+    return false;
+  for (const r of mine)
+    if (!wanted.has(r.kid)) await ctx.tx.query(sql`delete from ${t} where kid = ${r.kid}`);
+  for (const [kid, w] of wanted) {
+    if (mine.some((r) => r.kid === kid)) continue;
+    await ctx.tx.query(sql`insert into ${t} (kid, partner_id, public_jwk, thumbprint)
+      values (${kid}, ${partnerId}, ${JSON.stringify(w.jwk)}, ${w.thumbprint})`);
+  }
+  return true;
+}
