@@ -11,6 +11,7 @@ import { installProblemHandlers, STRICT_AJV } from './http/problem-handler.ts';
 import type { ReplayCache } from './http-signatures/replay-cache.ts';
 import type { SigningKey } from './keys/service-keys.ts';
 import type { Logger } from './logger.ts';
+import type { Outbound } from './outbound/outbound.ts';
 import { clientAddress } from './partner-zone/client-address.ts';
 import { createAccessTokenVerifier } from './partner-zone/oauth/access-token.ts';
 import {
@@ -39,6 +40,8 @@ export interface AppDeps {
   /** ES256 private JWK with kid: signs partner access tokens. */
   tokenKey: JWK;
   replayCache: ReplayCache;
+  /** The outbound partner channel (contract §7), for the resident door-open route. */
+  outbound?: Outbound;
 }
 
 export interface App {

@@ -30,6 +30,8 @@ test('production refuses development certificates even when every setting is giv
     SMART_HOME_PARTNER_CLIENT_CA: p('pki/partner-issuing-ca.crt'),
     SMART_HOME_SIGNING_KEY_FILE: p('keys/response-signing.jwk'),
     SMART_HOME_TOKEN_KEY_FILE: p('keys/token-signing.jwk'),
+    SMART_HOME_OUTBOUND_CLIENT_CERT: p('pki/service-client.crt'),
+    SMART_HOME_OUTBOUND_CLIENT_KEY: p('pki/service-client.key'),
   });
   await assert.rejects(
     createRuntime(config, createLogger({ level: 'silent' })),
@@ -52,6 +54,8 @@ test('production generates no development material', async () => {
       SMART_HOME_PARTNER_CLIENT_CA: 'a',
       SMART_HOME_SIGNING_KEY_FILE: 'a',
       SMART_HOME_TOKEN_KEY_FILE: 'a',
+      SMART_HOME_OUTBOUND_CLIENT_CERT: 'a',
+      SMART_HOME_OUTBOUND_CLIENT_KEY: 'a',
     }),
   );
   assert.deepEqual(created, []);

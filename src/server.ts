@@ -13,6 +13,7 @@ import { openDb } from './db/open-db.ts';
 import { MemoryReplayCache, RedisReplayCache, type ReplayCache } from './http-signatures/replay-cache.ts';
 import { ensureJwkFile, loadSigningKey } from './keys/service-keys.ts';
 import { createLogger, type Logger } from './logger.ts';
+import { Outbound } from './outbound/outbound.ts';
 import { ensureDevPki, isDevelopmentCert } from './pki/dev-pki.ts';
 import { DATA_KEY_PURPOSES } from './registry/data-key-purposes.ts';
 
@@ -65,6 +66,8 @@ export interface Runtime {
   db: Db;
   cipher: FieldCipher;
   logger: Logger;
+  /** The outbound partner channel (contract §7): `runtime.outbound.openDoor(...)`. */
+  outbound: Outbound;
   close(): Promise<void>;
 }
 
@@ -85,11 +88,17 @@ export async function createRuntime(
       clientCa: await readPem(config.partner.clientCa, 'the partner-issuing CA certificate'),
     },
   };
+  // Our client certificate for calls to partners (contract §1, §7).
+  const outboundTls = {
+    cert: await readPem(config.outbound.clientCert, 'the outbound client certificate'),
+    key: await readPem(config.outbound.clientKey, 'the outbound client key'),
+  };
   if (config.env === 'production') {
     for (const [what, pem] of [
       ['SMART_HOME_PUBLIC_TLS_CERT', tls.public.cert],
       ['SMART_HOME_PARTNER_TLS_CERT', tls.partner.cert],
       ['SMART_HOME_PARTNER_CLIENT_CA', tls.partner.clientCa],
+      ['SMART_HOME_OUTBOUND_CLIENT_CERT', outboundTls.cert],
     ] as const) {
       if (isDevelopmentCert(pem))
         throw new StartupError(`${what} is a development certificate; refused in production`);
@@ -117,14 +126,39 @@ export async function createRuntime(
       await redis.connect();
       replayCache = new RedisReplayCache(redis);
     } else replayCache = new MemoryReplayCache();
-    const app = await buildApp({ config, logger, db, cipher, tls, responseKey, tokenKey, replayCache });
+    let built: App | undefined;
+    const outbound = new Outbound({
+      db,
+      cipher,
+      directory: () => {
+        if (!built) throw new StartupError('the outbound channel was used before the app was built');
+        return built.directory();
+      },
+      clientTls: outboundTls,
+      signingKey: responseKey,
+      options: config.outbound,
+    });
+    const app = await buildApp({
+      config,
+      logger,
+      db,
+      cipher,
+      tls,
+      responseKey,
+      tokenKey,
+      replayCache,
+      outbound,
+    });
+    built = app;
     return {
       app,
       db,
       cipher,
       logger,
+      outbound,
       async close() {
         await app.close();
+        await outbound.close();
         await replayCache.close();
         await db.close();
       },

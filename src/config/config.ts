@@ -23,6 +23,17 @@ export interface Config {
     rateLimit: number;
     rateBurst: number;
   };
+  /** The outbound partner channel (contract §7), see src/outbound/. */
+  outbound: {
+    clientCert: string;
+    clientKey: string;
+    connectTimeoutMs: number;
+    timeoutMs: number;
+    retryDelayMs: number;
+    connections: number;
+    tokenRefreshMarginSeconds: number;
+    doorCommandTtlMs: number;
+  };
   http: { headersTimeoutMs: number; requestTimeoutMs: number; keepAliveTimeoutMs: number };
   keys: { kekFile: string; kek: string | undefined; signingKeyFile: string; tokenKeyFile: string };
   registry: { refreshMs: number };

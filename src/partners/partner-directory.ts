@@ -28,6 +28,18 @@ export interface PartnerInfo {
   plateKids: ReadonlySet<string>;
   /** Devices by the partner's own id. */
   devices: ReadonlyMap<string, DeviceInfo>;
+  /** How smart-home calls this partner (contract §7), when it receives commands. */
+  outbound: OutboundEndpoint | undefined;
+}
+
+export interface OutboundEndpoint {
+  baseUrl: string;
+  /** `{baseUrl}/oauth/token` unless registered otherwise. */
+  tokenEndpoint: string;
+  /** Our client_id at the partner's authorization server. */
+  clientId: string;
+  /** PEM of the CA(s) pinned for the partner's server certificate. */
+  serverCa: string;
 }
 
 /**
@@ -53,8 +65,17 @@ export class PartnerDirectory {
   }
 
   static async load(db: Queryable, extraCidrs: readonly string[] = []): Promise<PartnerDirectory> {
-    const partners = await db.query<{ id: string; code: string; enabled: boolean; scopes: string[] }>(
-      sql`select id, code, enabled, scopes from partners`,
+    const partners = await db.query<{
+      id: string;
+      code: string;
+      enabled: boolean;
+      scopes: string[];
+      base_url: string | null;
+      server_ca_pem: string | null;
+      outbound_client_id: string | null;
+      token_endpoint: string | null;
+    }>(
+      sql`select id, code, enabled, scopes, base_url, server_ca_pem, outbound_client_id, token_endpoint from partners`,
     );
     const group = async <T extends { partner_id: string }>(q: ReturnType<typeof sql>) => {
       const m = new Map<string, T[]>();
@@ -125,6 +146,15 @@ export class PartnerDirectory {
             },
           ]),
         ),
+        outbound:
+          p.base_url && p.server_ca_pem && p.outbound_client_id
+            ? {
+                baseUrl: p.base_url.replace(/\/+$/, ''),
+                tokenEndpoint: p.token_endpoint ?? `${p.base_url.replace(/\/+$/, '')}/oauth/token`,
+                clientId: p.outbound_client_id,
+                serverCa: p.server_ca_pem,
+              }
+            : undefined,
       };
     });
     return new PartnerDirectory(infos, extraCidrs);

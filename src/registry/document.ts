@@ -1,3 +1,4 @@
+import { X509Certificate } from 'node:crypto';
 import { type Static, Type as T } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 import YAML from 'yaml';
@@ -61,6 +62,24 @@ const Complex = T.Object(
   { additionalProperties: false },
 );
 
+/** PEM certificate(s); in a document file also `{ file: path }`, read by loadDocumentFile. */
+const PemCertificates = T.String({
+  pattern: '^\\s*-----BEGIN CERTIFICATE-----[\\s\\S]+-----END CERTIFICATE-----\\s*$',
+  maxLength: 65536,
+  description: 'PEM certificate(s)',
+});
+const Outbound = T.Object(
+  {
+    serverCa: PemCertificates,
+    clientId: T.String({
+      pattern: '^[\\x21-\\x7e]{1,200}$',
+      description: "our client_id at the partner's AS",
+    }),
+    tokenEndpoint: T.Optional(T.String({ pattern: '^https://', maxLength: 2000 })),
+  },
+  { additionalProperties: false },
+);
+
 const Partner = T.Object(
   {
     code: Code,
@@ -76,6 +95,8 @@ const Partner = T.Object(
     signingKeys: T.Array(Ed25519Jwk, { minItems: 1 }),
     encryptionKeys: T.Array(EncryptionJwk),
     baseUrl: T.Optional(T.String({ pattern: '^https://' })),
+    /** Contract §7: how smart-home calls this partner (needs `baseUrl`). See src/outbound/. */
+    outbound: T.Optional(Outbound),
   },
   { additionalProperties: false },
 );
@@ -106,6 +127,8 @@ const Resident = T.Object(
     phone: T.String({ pattern: '^\\+[1-9][0-9]{7,14}$', description: 'E.164' }),
     apartments: T.Array(ApartmentPath, { uniqueItems: true }),
     vehicles: T.Optional(T.Array(T.String({ minLength: 1, maxLength: 32 }))),
+    /** External IdP mode (src/api-auth/): the `sub` its access tokens carry for this resident. */
+    externalSubject: T.Optional(T.String({ pattern: '^[\\x21-\\x7e]{1,255}$', description: 'IdP subject' })),
   },
   { additionalProperties: false },
 );
@@ -177,7 +200,26 @@ export function validateDocument(data: unknown): ProvisioningDocument {
       throw new DocumentError(`/guestPasses/${i}/validUntil`, 'must be after validFrom');
     }
   });
+  doc.partners?.forEach((p, i) => {
+    if (!p.outbound) return;
+    if (!p.baseUrl) throw new DocumentError(`/partners/${i}/baseUrl`, 'required with outbound');
+    if (!isCertificateBundle(p.outbound.serverCa)) {
+      throw new DocumentError(`/partners/${i}/outbound/serverCa`, 'not a PEM certificate');
+    }
+  });
   return doc;
+}
+
+/** Every PEM block parses as an X.509 certificate (the pinned CA of a partner's server, contract §1). */
+function isCertificateBundle(pem: string): boolean {
+  const blocks = pem.match(/-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/g) ?? [];
+  if (blocks.length === 0) return false;
+  try {
+    for (const b of blocks) new X509Certificate(b);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /**
@@ -200,6 +242,18 @@ export async function loadDocumentFile(file: string): Promise<ProvisioningDocume
   if (Array.isArray(partners)) {
     for (const [pi, p] of partners.entries()) {
       if (!p || typeof p !== 'object') continue;
+      const outbound = (p as Record<string, unknown>)['outbound'] as Record<string, unknown> | undefined;
+      const ca = outbound?.['serverCa'];
+      if (outbound && ca && typeof ca === 'object' && 'file' in ca && Object.keys(ca).length === 1) {
+        try {
+          outbound['serverCa'] = await readFile(
+            path.resolve(base, String((ca as { file: unknown }).file)),
+            'utf8',
+          );
+        } catch {
+          throw new DocumentError(`/partners/${pi}/outbound/serverCa/file`, 'cannot read the file');
+        }
+      }
       for (const field of ['certificates', 'signingKeys', 'encryptionKeys'] as const) {
         const list = (p as Record<string, unknown>)[field];
         if (!Array.isArray(list)) continue;

@@ -1,0 +1,423 @@
+/**
+ * The intercom partner's side of contract §7, as a vendor would implement it: its own HTTPS server
+ * (its own server CA) that requires a client certificate chaining to smart-home's service CA, its own
+ * OAuth2 token endpoint (client credentials, the client authenticated by that certificate, scope
+ * `doors:open`, tokens bound to the certificate's thumbprint), and
+ * `POST /v1/doors/{doorId}/open` checking smart-home's RFC 9421 signature (registered public key,
+ * Content-Digest, `created` window, nonce replay), `expiresAt` and idempotency by `commandId`, answering
+ * with responses signed by its own Ed25519 key.
+ *
+ * Per-door behaviour can be switched (latency, offline, reject, HTTP 500, slow beyond the caller's
+ * timeout, a bad or missing response signature, another commandId in the answer) for tests and the
+ * demo. Use as a library: `startIntercomSimulator(...)`, then `stop()`.
+ */
+import { createPublicKey, generateKeyPairSync, type KeyObject, randomBytes } from 'node:crypto';
+import type { TLSSocket } from 'node:tls';
+import { TypeCompiler } from '@sinclair/typebox/compiler';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import type { JWK } from 'jose';
+import { contentDigest } from '../src/http-signatures/content-digest.ts';
+import { MemoryReplayCache } from '../src/http-signatures/replay-cache.ts';
+import {
+  REQUEST_COMPONENTS_WITH_BODY,
+  signResponse,
+  UNBOUND_RESPONSE_COMPONENTS,
+  verifyRequest,
+} from '../src/http-signatures/rfc9421.ts';
+import { DoorCommandBody } from '../src/outbound/door-open.ts';
+import { certThumbprintS256, createCa, issueServerCert, type KeyPairPem } from '../src/pki/certificates.ts';
+import type { PartnerIdentity } from './identity.ts';
+
+export type DoorMode =
+  /** Opens (after `latencyMs`). */
+  | 'normal'
+  /** Answers `device_offline`. */
+  | 'offline'
+  /** Answers `rejected`. */
+  | 'reject'
+  /** Answers HTTP 500 (nothing recorded, so a later retry may succeed). */
+  | 'error'
+  /** Holds the request for `slowMs` before opening: beyond the caller's timeout. */
+  | 'slow'
+  /** Signs the answer with a key smart-home does not know under the registered kid. */
+  | 'bad-signature'
+  /** Sends the answer without Signature fields. */
+  | 'unsigned'
+  /** Answers about another commandId. */
+  | 'wrong-command-id';
+
+export interface DoorBehaviour {
+  mode: DoorMode;
+  /** Added before answering, in every mode. */
+  latencyMs: number;
+  /** How long `slow` holds a request. */
+  slowMs: number;
+  /**
+   * The next n requests are acted on, then their connection is cut before the answer (the caller
+   * sees a connection error and should send the same command again).
+   */
+  dropAnswers: number;
+}
+
+export interface DoorOpening {
+  doorId: string;
+  commandId: string;
+  subject: string;
+  at: string;
+}
+
+/** A refused request, as a test reads it (no bodies, no tokens). */
+export interface Refusal {
+  path: string;
+  status: number;
+  problem: string;
+  /** The RFC 9421 verifier's code when the signature was at fault. */
+  signatureCode?: string;
+}
+
+export interface IntercomOptions {
+  /** The partner identity: its code and Ed25519 response-signing key (registered at smart-home). */
+  identity: PartnerIdentity;
+  /** PEM of smart-home's service CA: the only CA a client certificate may chain to. */
+  clientCa: string;
+  /** smart-home's public signing JWK (what `smart-home keys` prints), pinned with its kid. */
+  smartHomeKey: JWK;
+  /** The client_id this partner gave smart-home. */
+  clientId: string;
+  /** Thumbprints (RFC 8705 x5t#S256) of smart-home's client certificates; default: any that chains. */
+  clientThumbprints?: string[];
+  /** The partner's own door ids. */
+  doors: string[];
+  /** The server's CA (certificate + key); default: a new one. */
+  serverCa?: KeyPairPem;
+  host?: string;
+  port?: number;
+  /** Lifetime of issued tokens, seconds (default 600). */
+  tokenTtlSeconds?: number;
+  /** Added to this partner's clock, ms (a partner whose clock runs ahead or behind). */
+  clockSkewMs?: number;
+}
+
+export interface IntercomSimulator {
+  /** `https://127.0.0.1:<port>`: the base URL registered for the partner. */
+  readonly url: string;
+  /** PEM of the server's CA: what smart-home pins for this partner. */
+  readonly serverCaPem: string;
+  /** The CA pair (to start another simulator with the same CA). */
+  readonly serverCa: KeyPairPem;
+  readonly clientId: string;
+  /** Doors actually opened, in order: a command acted on appears once. */
+  readonly openings: readonly DoorOpening[];
+  readonly refusals: readonly Refusal[];
+  /** Tokens issued by the token endpoint. */
+  readonly tokensIssued: number;
+  /** Door-open requests that reached the route (before any check). */
+  readonly doorRequests: number;
+  setDoor(doorId: string, behaviour: Partial<DoorBehaviour>): void;
+  setClockSkew(ms: number): void;
+  /** Forgets every issued token (a partner-side revocation). */
+  revokeTokens(): void;
+  stop(): Promise<void>;
+}
+
+interface IssuedToken {
+  clientId: string;
+  thumbprint: string;
+  scope: string;
+  expiresAt: number;
+}
+
+interface Answer {
+  status: number;
+  body: unknown;
+}
+
+const checkCommand = TypeCompiler.Compile(DoorCommandBody);
+const DOOR_SCOPE = 'doors:open';
+/** Contract §7. */
+const MAX_TTL_MS = 10_000;
+
+const problem = (code: string, status: number, title: string): Answer => ({
+  status,
+  body: { type: `urn:smart-home:problem:${code}`, title, status },
+});
+
+export async function startIntercomSimulator(opts: IntercomOptions): Promise<IntercomSimulator> {
+  const serverCa = opts.serverCa ?? (await createCa({ commonName: `${opts.identity.code} server CA` }));
+  const serverCert = await issueServerCert(serverCa, {
+    commonName: `${opts.identity.code} intercom API`,
+    dnsNames: ['localhost'],
+    ipAddresses: ['127.0.0.1', '::1'],
+  });
+  const smartHomeKid = opts.smartHomeKey.kid;
+  if (!smartHomeKid) throw new Error('smart-home key needs its kid');
+  const { d: _d, ...smartHomePublic } = opts.smartHomeKey;
+  const smartHomeKey = createPublicKey({ key: smartHomePublic as never, format: 'jwk' });
+  const replayCache = new MemoryReplayCache();
+  const rogueKey = generateKeyPairSync('ed25519').privateKey;
+  const tokenTtl = opts.tokenTtlSeconds ?? 600;
+  let clockSkew = opts.clockSkewMs ?? 0;
+  const now = () => Date.now() + clockSkew;
+
+  const tokens = new Map<string, IssuedToken>();
+  const doors = new Map<string, DoorBehaviour>(
+    opts.doors.map((d) => [d, { mode: 'normal', latencyMs: 0, slowMs: 30_000, dropAnswers: 0 }]),
+  );
+  const commands = new Map<string, { doorId: string; answer: Promise<Answer> }>();
+  const openings: DoorOpening[] = [];
+  const refusals: Refusal[] = [];
+  const stopping = new AbortController();
+  const state = { tokensIssued: 0, doorRequests: 0 };
+
+  const wait = (ms: number) =>
+    new Promise<void>((resolve) => {
+      if (ms <= 0) return resolve();
+      const t = setTimeout(resolve, ms);
+      stopping.signal.addEventListener('abort', () => {
+        clearTimeout(t);
+        resolve();
+      });
+    });
+
+  const app = Fastify({
+    https: {
+      cert: serverCert.certPem,
+      key: serverCert.keyPem,
+      ca: opts.clientCa,
+      // Contract §1 (mirrored): no client certificate, or one from another CA, fails the handshake.
+      requestCert: true,
+      rejectUnauthorized: true,
+      minVersion: 'TLSv1.2',
+    },
+    forceCloseConnections: true,
+    bodyLimit: 16 * 1024,
+  }) as unknown as FastifyInstance;
+
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
+  app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string' }, (_req, body, done) =>
+    done(null, new URLSearchParams(body as string)),
+  );
+
+  const peerThumbprint = (req: FastifyRequest): string | undefined => {
+    const cert = (req.raw.socket as TLSSocket).getPeerX509Certificate?.();
+    return cert ? certThumbprintS256(cert.raw) : undefined;
+  };
+
+  const clientAllowed = (thumbprint: string | undefined): thumbprint is string =>
+    thumbprint !== undefined && (!opts.clientThumbprints || opts.clientThumbprints.includes(thumbprint));
+
+  /** Every answer is signed by the partner's key, bound to the request's signature when it has one. */
+  const sendSigned = (
+    req: FastifyRequest,
+    reply: FastifyReply,
+    answer: Answer,
+    mode: DoorMode = 'normal',
+  ) => {
+    const bytes = Buffer.from(JSON.stringify(answer.body));
+    const digest = contentDigest(bytes);
+    reply.code(answer.status).header('content-type', 'application/json').header('content-digest', digest);
+    if (mode !== 'unsigned') {
+      const signedRequest =
+        typeof req.headers['signature'] === 'string' && typeof req.headers['signature-input'] === 'string';
+      let sig: { 'signature-input': string; signature: string };
+      const sign = (components?: readonly string[]) =>
+        signResponse({
+          status: answer.status,
+          headers: { 'content-digest': digest },
+          request: { headers: signedRequest ? (req.headers as Record<string, string>) : {} },
+          privateKey: mode === 'bad-signature' ? rogueKey : opts.identity.signing.privateKey,
+          keyid: opts.identity.signing.kid,
+          ...(components ? { components } : {}),
+        });
+      try {
+        sig = signedRequest ? sign() : sign(UNBOUND_RESPONSE_COMPONENTS);
+      } catch {
+        sig = sign(UNBOUND_RESPONSE_COMPONENTS);
+      }
+      reply.header('signature-input', sig['signature-input']).header('signature', sig.signature);
+    }
+    return reply.send(bytes);
+  };
+
+  const refuse = (req: FastifyRequest, reply: FastifyReply, answer: Answer, signatureCode?: string) => {
+    refusals.push({
+      path: req.url,
+      status: answer.status,
+      problem: (answer.body as { type: string }).type.split(':').at(-1) ?? '',
+      ...(signatureCode ? { signatureCode } : {}),
+    });
+    return sendSigned(req, reply, answer);
+  };
+
+  // RFC 6749 §4.4 client credentials; RFC 8705 §2.1 tls_client_auth: the certificate is the credential.
+  app.post('/oauth/token', async (req, reply) => {
+    const form = req.body instanceof URLSearchParams ? req.body : new URLSearchParams();
+    const oauthError = (status: number, error: string) => {
+      refusals.push({ path: req.url, status, problem: error });
+      return reply.code(status).header('cache-control', 'no-store').send({ error });
+    };
+    if (form.get('grant_type') !== 'client_credentials') return oauthError(400, 'unsupported_grant_type');
+    const thumbprint = peerThumbprint(req);
+    if (form.get('client_id') !== opts.clientId || !clientAllowed(thumbprint)) {
+      return oauthError(401, 'invalid_client');
+    }
+    const scope = form.get('scope') ?? DOOR_SCOPE;
+    if (scope !== DOOR_SCOPE) return oauthError(400, 'invalid_scope');
+    const token = randomBytes(32).toString('base64url');
+    tokens.set(token, { clientId: opts.clientId, thumbprint, scope, expiresAt: now() + tokenTtl * 1000 });
+    state.tokensIssued++;
+    return reply
+      .header('cache-control', 'no-store')
+      .send({ access_token: token, token_type: 'Bearer', expires_in: tokenTtl, scope });
+  });
+
+  app.post<{ Params: { doorId: string } }>('/v1/doors/:doorId/open', async (req, reply) => {
+    state.doorRequests++;
+    // 1. The token: known, unexpired, with the scope, bound to this connection's certificate.
+    const auth = req.headers.authorization;
+    const token = typeof auth === 'string' && auth.startsWith('Bearer ') ? auth.slice(7) : undefined;
+    const issued = token ? tokens.get(token) : undefined;
+    const thumbprint = peerThumbprint(req);
+    if (
+      !issued ||
+      issued.expiresAt <= now() ||
+      issued.thumbprint !== thumbprint ||
+      issued.scope !== DOOR_SCOPE
+    ) {
+      return refuse(req, reply, problem('invalid-token', 401, 'The access token is missing or not valid'));
+    }
+    // 2. smart-home's signature (contract §3): pinned key, digest over the exact bytes, window, nonce.
+    const raw = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
+    const verified = await verifyRequest({
+      method: req.method,
+      targetUri: `https://${req.headers.host ?? ''}${req.url}`,
+      headers: req.headers as Record<string, string | undefined>,
+      body: raw,
+      requiredComponents: REQUEST_COMPONENTS_WITH_BODY,
+      resolveKey: (kid) => (kid === smartHomeKid ? (smartHomeKey as KeyObject) : undefined),
+      replayCache,
+      now: Math.floor(now() / 1000),
+    });
+    if (!verified.ok) {
+      return refuse(
+        req,
+        reply,
+        problem('invalid-signature', 401, 'The request signature is missing or not valid'),
+        verified.code,
+      );
+    }
+    // 3. The command.
+    let command: unknown;
+    try {
+      command = JSON.parse(raw.toString('utf8'));
+    } catch {
+      command = undefined;
+    }
+    if (!checkCommand.Check(command)) {
+      return refuse(req, reply, problem('invalid-request', 400, 'The request is not valid'));
+    }
+    const requestedAt = Date.parse(command.requestedAt);
+    const expiresAt = Date.parse(command.expiresAt);
+    if (Number.isNaN(requestedAt) || Number.isNaN(expiresAt) || expiresAt - requestedAt > MAX_TTL_MS) {
+      return refuse(req, reply, problem('invalid-request', 400, 'The request is not valid'));
+    }
+    const doorId = req.params.doorId;
+    const behaviour = doors.get(doorId);
+    if (!behaviour) return refuse(req, reply, problem('not-found', 404, 'Not found'));
+
+    // 4. Idempotency: the same commandId is the same command, acted on once (contract §7).
+    let entry = commands.get(command.commandId);
+    if (entry && entry.doorId !== doorId) {
+      return refuse(req, reply, problem('invalid-request', 400, 'The request is not valid'));
+    }
+    if (!entry) {
+      const cmd = command;
+      entry = { doorId, answer: execute(doorId, behaviour, cmd.commandId, cmd.subject, expiresAt) };
+      commands.set(command.commandId, entry);
+      // A 500 is not an answer to remember: the command may be sent again and then succeed.
+      entry.answer.then((a) => {
+        if (a.status >= 500 && commands.get(cmd.commandId) === entry) commands.delete(cmd.commandId);
+      });
+    }
+    const answer = await entry.answer;
+    if (behaviour.latencyMs > 0) await wait(behaviour.latencyMs);
+    const current = doors.get(doorId);
+    if (current && current.dropAnswers > 0) {
+      current.dropAnswers--;
+      reply.hijack();
+      req.raw.socket.destroy();
+      return;
+    }
+    if (behaviour.mode === 'wrong-command-id' && answer.status === 200) {
+      return sendSigned(req, reply, {
+        status: 200,
+        body: { ...(answer.body as object), commandId: '0190f0f0-0000-7000-8000-000000000000' },
+      });
+    }
+    return sendSigned(req, reply, answer, behaviour.mode);
+  });
+
+  /** Acts on a new command: never after its expiresAt (contract §7). */
+  async function execute(
+    doorId: string,
+    behaviour: DoorBehaviour,
+    commandId: string,
+    subject: string,
+    expiresAt: number,
+  ): Promise<Answer> {
+    const at = () => new Date(now()).toISOString();
+    if (now() > expiresAt) return { status: 200, body: { commandId, status: 'expired', at: at() } };
+    switch (behaviour.mode) {
+      case 'error':
+        return problem('internal', 500, 'Internal error');
+      case 'offline':
+        return { status: 200, body: { commandId, status: 'device_offline', at: at() } };
+      case 'reject':
+        return { status: 200, body: { commandId, status: 'rejected', at: at() } };
+      case 'slow':
+        await wait(behaviour.slowMs);
+        break;
+    }
+    // The device acts only if the command is still valid once it gets to it.
+    if (now() > expiresAt || stopping.signal.aborted) {
+      return { status: 200, body: { commandId, status: 'expired', at: at() } };
+    }
+    const opening = { doorId, commandId, subject, at: at() };
+    openings.push(opening);
+    return { status: 200, body: { commandId, status: 'opened', at: opening.at } };
+  }
+
+  await app.listen({ host: opts.host ?? '127.0.0.1', port: opts.port ?? 0 });
+  const { port } = app.server.address() as { port: number };
+  const host = opts.host ?? '127.0.0.1';
+  return {
+    url: `https://${host.includes(':') ? `[${host}]` : host}:${port}`,
+    serverCaPem: serverCa.certPem,
+    serverCa,
+    clientId: opts.clientId,
+    openings,
+    refusals,
+    get tokensIssued() {
+      return state.tokensIssued;
+    },
+    get doorRequests() {
+      return state.doorRequests;
+    },
+    setDoor(doorId, behaviour) {
+      const cur = doors.get(doorId);
+      if (!cur) throw new Error(`unknown door ${doorId}`);
+      doors.set(doorId, { ...cur, ...behaviour });
+    },
+    setClockSkew(ms) {
+      clockSkew = ms;
+    },
+    revokeTokens() {
+      tokens.clear();
+    },
+    async stop() {
+      stopping.abort();
+      await app.close();
+      await replayCache.close();
+    },
+  };
+}

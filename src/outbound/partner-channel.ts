@@ -1,0 +1,307 @@
+/**
+ * One client per partner for smart-home → partner calls (contract §1, §3, §7):
+ *
+ * - TLS with our client certificate, trusting ONLY the partner's pinned CA (undici `Agent`, kept-alive
+ *   connections, connect timeout);
+ * - OAuth2 client credentials (RFC 6749 §4.4) at the partner's token endpoint over that same mTLS
+ *   connection, the client authenticated by its certificate (RFC 8705 `tls_client_auth`), scope
+ *   `doors:open`; the token is cached until `refreshMarginSeconds` before it expires and concurrent
+ *   callers share one in-flight token request;
+ * - every request signed with our Ed25519 key per contract §3 (Content-Digest, `created`, `nonce`),
+ *   every answer verified: Content-Digest over the exact bytes received and the partner's signature over
+ *   `"@status" "content-digest" "signature";req;key="sig1"` with a key registered for THAT partner.
+ *   An answer that fails is never handed to the caller.
+ */
+import type { KeyObject } from 'node:crypto';
+import { type Static, Type as T } from '@sinclair/typebox';
+import { TypeCompiler } from '@sinclair/typebox/compiler';
+import { Agent, request } from 'undici';
+import { contentDigest } from '../http-signatures/content-digest.ts';
+import {
+  REQUEST_COMPONENTS_WITH_BODY,
+  RESPONSE_COMPONENTS,
+  signRequest,
+  verifyResponse,
+} from '../http-signatures/rfc9421.ts';
+import type { SigningKey } from '../keys/service-keys.ts';
+import type { OutboundEndpoint } from '../partners/partner-directory.ts';
+import { classifyTransportError, OutboundError } from './errors.ts';
+
+/** The scope of contract §7 at the partner's authorization server. */
+export const DOOR_SCOPE = 'doors:open';
+
+/**
+ * Upper bound on an answer we read from a partner. Not a tunable: contract answers are a few hundred
+ * bytes, and a partner must not be able to make us buffer without limit.
+ */
+const MAX_RESPONSE_BYTES = 64 * 1024;
+
+export interface ChannelOptions {
+  connectTimeoutMs: number;
+  /** Total time of one call (token request or signed request), answer included. */
+  timeoutMs: number;
+  connections: number;
+  tokenRefreshMarginSeconds: number;
+}
+
+export interface PartnerChannelDeps {
+  partner: { id: string; code: string; signingKeys: ReadonlyMap<string, KeyObject> };
+  endpoint: OutboundEndpoint;
+  /** Our client certificate (chain) and key, PEM. */
+  clientTls: { cert: string; key: string };
+  /** Our Ed25519 request-signing key (contract §3). */
+  signingKey: SigningKey;
+  options: ChannelOptions;
+  /** Clock of the token cache, ms (tests move it to reach a token's expiry). Default Date.now. */
+  now?: () => number;
+}
+
+export interface SignedAnswer {
+  status: number;
+  body: Buffer;
+  /** kid of the partner key that signed the answer. */
+  keyid: string;
+}
+
+const TokenResponse = T.Object(
+  {
+    access_token: T.String({ minLength: 1, maxLength: 8192, pattern: '^[\\x21-\\x7e]+$' }),
+    token_type: T.String({ pattern: '^[Bb][Ee][Aa][Rr][Ee][Rr]$' }),
+    expires_in: T.Integer({ minimum: 1, maximum: 86400 }),
+    scope: T.Optional(T.String({ maxLength: 1000 })),
+  },
+  // RFC 6749 §5.1: "The client MUST ignore unrecognized value names in the response."
+  { additionalProperties: true },
+);
+const checkTokenResponse = TypeCompiler.Compile(TokenResponse);
+
+interface CachedToken {
+  token: string;
+  /** Clock ms after which the token is fetched again. */
+  refreshAt: number;
+}
+
+/** Resolves when `ms` passed or `signal` fired, whichever first. */
+export function pause(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (ms <= 0 || signal?.aborted) return resolve();
+    const done = () => {
+      clearTimeout(t);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    };
+    const t = setTimeout(done, ms);
+    signal?.addEventListener('abort', done, { once: true });
+  });
+}
+
+export class PartnerChannel {
+  readonly partnerId: string;
+  readonly endpoint: OutboundEndpoint;
+  readonly #deps: PartnerChannelDeps;
+  readonly #agent: Agent;
+  readonly #now: () => number;
+  #token: CachedToken | undefined;
+  #inflight: Promise<string> | undefined;
+  /** Token requests made (for metrics and tests). */
+  tokenRequests = 0;
+
+  constructor(deps: PartnerChannelDeps) {
+    this.#deps = deps;
+    this.partnerId = deps.partner.id;
+    this.endpoint = deps.endpoint;
+    this.#now = deps.now ?? Date.now;
+    this.#agent = new Agent({
+      connections: deps.options.connections,
+      headersTimeout: deps.options.timeoutMs,
+      bodyTimeout: deps.options.timeoutMs,
+      connect: {
+        cert: deps.clientTls.cert,
+        key: deps.clientTls.key,
+        // Contract §1: the partner's CA is pinned; `ca` replaces Node's default roots.
+        ca: deps.endpoint.serverCa,
+        rejectUnauthorized: true,
+        minVersion: 'TLSv1.2',
+        timeout: deps.options.connectTimeoutMs,
+      },
+    });
+  }
+
+  /**
+   * A partner access token with scope `doors:open`, from the cache or the token endpoint. Concurrent
+   * callers share one request. `deadline` (clock of Date.now, ms) bounds the wait.
+   */
+  async token(deadline = Date.now() + this.#deps.options.timeoutMs): Promise<string> {
+    const cached = this.#token;
+    if (cached && this.#now() < cached.refreshAt) return cached.token;
+    if (!this.#inflight) {
+      const p = this.#fetchToken(Math.min(deadline, Date.now() + this.#deps.options.timeoutMs));
+      this.#inflight = p;
+      // Clear the slot whatever the outcome; a failure is not cached.
+      p.then(
+        () => {
+          if (this.#inflight === p) this.#inflight = undefined;
+        },
+        () => {
+          if (this.#inflight === p) this.#inflight = undefined;
+        },
+      );
+    }
+    const shared = this.#inflight;
+    const remaining = deadline - Date.now();
+    if (remaining <= 0) throw new OutboundError('ERR_OUTBOUND_TIMEOUT', 'no token in time');
+    // Each caller waits no longer than its own deadline, even when it joined an earlier request.
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new OutboundError('ERR_OUTBOUND_TIMEOUT', 'no token in time')),
+        remaining,
+      );
+    });
+    try {
+      return await Promise.race([shared, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Drops the cached token (the partner answered 401: it no longer accepts it). */
+  invalidateToken(token?: string): void {
+    if (token === undefined || this.#token?.token === token) this.#token = undefined;
+  }
+
+  async #fetchToken(deadline: number): Promise<string> {
+    this.tokenRequests++;
+    const ctl = new AbortController();
+    const timer = setTimeout(() => ctl.abort(), Math.max(0, deadline - Date.now()));
+    const obtainedAt = this.#now();
+    try {
+      const res = await request(this.endpoint.tokenEndpoint, {
+        method: 'POST',
+        dispatcher: this.#agent,
+        signal: ctl.signal,
+        headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json' },
+        // RFC 8705 §2.1: tls_client_auth, the client_id names us and the certificate proves it.
+        body: new URLSearchParams({
+          grant_type: 'client_credentials',
+          client_id: this.endpoint.clientId,
+          scope: DOOR_SCOPE,
+        }).toString(),
+      });
+      const body = await readLimited(res.body);
+      if (res.statusCode !== 200) {
+        throw new OutboundError('ERR_OUTBOUND_TOKEN', `token endpoint answered ${res.statusCode}`);
+      }
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(body.toString('utf8'));
+      } catch {
+        throw new OutboundError('ERR_OUTBOUND_TOKEN', 'token response is not JSON');
+      }
+      if (!checkTokenResponse.Check(parsed)) {
+        throw new OutboundError('ERR_OUTBOUND_TOKEN', 'token response does not match RFC 6749 §5.1');
+      }
+      const t = parsed as Static<typeof TokenResponse>;
+      // RFC 6749 §3.3: the server may grant less than asked; a token without our scope is useless.
+      if (t.scope !== undefined && !t.scope.split(' ').includes(DOOR_SCOPE)) {
+        throw new OutboundError('ERR_OUTBOUND_TOKEN', `token lacks the ${DOOR_SCOPE} scope`);
+      }
+      const margin = this.#deps.options.tokenRefreshMarginSeconds;
+      // A lifetime shorter than the margin: use the token for half its life rather than never.
+      const reuseSeconds = t.expires_in > margin ? t.expires_in - margin : t.expires_in / 2;
+      this.#token = { token: t.access_token, refreshAt: obtainedAt + reuseSeconds * 1000 };
+      return t.access_token;
+    } catch (err) {
+      throw classifyTransportError(err, ctl.signal.aborted);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /**
+   * POSTs `body` as JSON to `{baseUrl}{path}`, signed per contract §3 with `token`, and returns the
+   * answer only once its digest and the partner's signature verified. Throws an {@link OutboundError}.
+   */
+  async post(path: string, body: unknown, token: string, deadline: number): Promise<SignedAnswer> {
+    const targetUri = `${this.endpoint.baseUrl}${path}`;
+    const bytes = Buffer.from(JSON.stringify(body), 'utf8');
+    const headers: Record<string, string> = {
+      authorization: `Bearer ${token}`,
+      'content-type': 'application/json',
+      accept: 'application/json',
+      'content-digest': contentDigest(bytes),
+    };
+    const key = this.#deps.signingKey;
+    Object.assign(
+      headers,
+      signRequest({
+        method: 'POST',
+        targetUri,
+        headers,
+        components: REQUEST_COMPONENTS_WITH_BODY,
+        privateKey: key.privateKey,
+        keyid: key.kid,
+      }),
+    );
+    const ctl = new AbortController();
+    const wait = Math.min(deadline - Date.now(), this.#deps.options.timeoutMs);
+    if (wait <= 0) throw new OutboundError('ERR_OUTBOUND_TIMEOUT', 'no time left to send');
+    const timer = setTimeout(() => ctl.abort(), wait);
+    let status: number;
+    let resHeaders: Record<string, string | string[] | undefined>;
+    let received: Buffer;
+    try {
+      const res = await request(targetUri, {
+        method: 'POST',
+        dispatcher: this.#agent,
+        signal: ctl.signal,
+        headers,
+        body: bytes,
+      });
+      status = res.statusCode;
+      resHeaders = res.headers;
+      received = await readLimited(res.body);
+    } catch (err) {
+      throw classifyTransportError(err, ctl.signal.aborted);
+    } finally {
+      clearTimeout(timer);
+    }
+    const partnerKeys = this.#deps.partner.signingKeys;
+    const verified = await verifyResponse({
+      status,
+      headers: resHeaders,
+      body: received,
+      request: { method: 'POST', targetUri, headers },
+      // Only keys registered for this partner: another partner's key is an unknown key here.
+      resolveKey: (kid) => partnerKeys.get(kid),
+      requiredComponents: RESPONSE_COMPONENTS,
+    });
+    if (!verified.ok) {
+      throw new OutboundError('ERR_OUTBOUND_SIGNATURE', `answer refused: ${verified.code}`);
+    }
+    return { status, body: received, keyid: verified.keyid };
+  }
+
+  async close(): Promise<void> {
+    await this.#agent.close();
+  }
+
+  /** Closes at once, abandoning calls in flight (a replaced registration). */
+  async destroy(): Promise<void> {
+    await this.#agent.destroy();
+  }
+}
+
+async function readLimited(body: AsyncIterable<Uint8Array> & { destroy?: () => unknown }): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of body) {
+    size += chunk.byteLength;
+    if (size > MAX_RESPONSE_BYTES) {
+      body.destroy?.();
+      throw new OutboundError('ERR_OUTBOUND_RESPONSE', 'answer too large');
+    }
+    chunks.push(Buffer.from(chunk));
+  }
+  return Buffer.concat(chunks);
+}
