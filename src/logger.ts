@@ -27,6 +27,9 @@ export const REDACT_PATHS = [
   '*.candidates',
   '*.phone',
   '*.fullName',
+  // Contract §7: a resident's pseudonym at a partner (door commands and their outcomes).
+  '*.subject',
+  '*.command.subject',
   '*.full_name',
   '*.name',
   'body',

@@ -9,6 +9,7 @@ import { pseudonym } from '../crypto/partner-keys.ts';
 import type { Db } from '../db/db.ts';
 import { sql } from '../db/sql.ts';
 import { loadSigningKey } from '../keys/service-keys.ts';
+import { createLogger } from '../logger.ts';
 import { PartnerDirectory } from '../partners/partner-directory.ts';
 import { createCa, issueClientCert } from '../pki/certificates.ts';
 import { applyDocument } from '../registry/apply.ts';
@@ -226,4 +227,19 @@ describe('the outbound registration in the provisioning document', () => {
     extra.partners[0]!.outbound['password'] = 'x';
     assert.throws(() => validateDocument(extra), /outbound/);
   });
+});
+
+test('a logged door command or outcome never shows the pseudonym', async () => {
+  const command = await outbound.prepareDoorOpen({
+    partner: partnerId('intercom-a'),
+    doorExternalId: 'd1',
+    residentId: 'r-log',
+  });
+  const lines: string[] = [];
+  const logger = createLogger({ level: 'info', destination: { write: (s: string) => lines.push(s) } });
+  logger.info({ command }, 'prepared');
+  logger.info({ result: { status: 'opened', command } }, 'done');
+  const text = lines.join('');
+  assert.ok(text.includes(command.commandId), 'the command id stays (the journal correlates by it)');
+  assert.ok(!text.includes(command.subject));
 });
