@@ -1,6 +1,8 @@
 import type { Socket } from 'node:net';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { JWK } from 'jose';
+import { apiDocs, registerOpenApi } from './admin-api/openapi.ts';
+import { adminApi } from './admin-api/plugin.ts';
 import { barrierRoutes } from './barrier/decision-route.ts';
 import type { Config } from './config/config.ts';
 import type { FieldCipher } from './crypto/field-cipher.ts';
@@ -112,6 +114,8 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     if (!directory.anyNetwork.has(socket.remoteAddress)) socket.destroy();
   });
   installProblemHandlers(partnerApp);
+  // OpenAPI of the partner API, collected from the routes as they register (docs/openapi/partner.json).
+  await registerOpenApi(partnerApp, 'partner');
   // The token endpoint lies outside the partner zone's hooks (oidc-provider answers it), but the
   // per-partner address check applies there too (contract §1).
   partnerApp.addHook('onRequest', async (req) => {
@@ -179,6 +183,8 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   }) as unknown as FastifyInstance;
   publicApp.server.headersTimeout = config.http.headersTimeoutMs;
   installProblemHandlers(publicApp);
+  // OpenAPI of the operator and resident APIs, collected from the routes as they register.
+  await registerOpenApi(publicApp, 'public');
   publicApp.get('/healthz', async () => ({ status: 'ok' }));
   publicApp.get('/readyz', async () => {
     await deps.db.query(sql`select 1`);
@@ -186,6 +192,19 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   });
   // Public listener, issue 3: the people's authorization server (/oauth), the access-token check,
   // the resident API (/api/v1), the operator API (/admin/v1) and the API docs (/docs) register here.
+  // The operator API (src/admin-api/): the access-token check of src/api-auth/ with the operator role
+  // goes first in this context and sets req.principal; the plugin refuses any request without an
+  // operator principal itself (401/403), so until the check is wired here every request is refused.
+  await publicApp.register(
+    async (admin) => {
+      await admin.register(
+        adminApi({ db: deps.db, cipher: deps.cipher, onDirectoryChange: reloadDirectory }),
+      );
+    },
+    { prefix: '/admin/v1' },
+  );
+  // The API docs: /docs and /docs/openapi/{operator,resident,partner}.json.
+  await publicApp.register(apiDocs({ publicApp, partnerApp }));
 
   return {
     publicApp,
