@@ -1,7 +1,11 @@
+import { OutboundError } from '../outbound/errors.ts';
+import type { Outbound } from '../outbound/outbound.ts';
+
 /**
- * What the resident API needs from the outbound partner channel (src/outbound/, contract §7): one
- * door command, answered with its outcome. The channel computes the per-partner pseudonym, signs the
- * request, and never sends or retries after `expiresAt`; the resident API journals before and after.
+ * What the resident API needs from the outbound partner channel (src/outbound/, contract §7): a door
+ * command made first (so it is journaled before anything leaves), then sent and answered with its
+ * outcome. The channel computes the per-partner pseudonym, signs the request, and never sends or
+ * retries after `expiresAt`.
  */
 export type DoorOutcome = 'opened' | 'rejected' | 'expired' | 'device_offline' | 'timeout' | 'partner_error';
 
@@ -14,29 +18,57 @@ export const DOOR_OUTCOMES: readonly DoorOutcome[] = [
   'partner_error',
 ];
 
-export interface DoorCommand {
+export interface PreparedDoorCommand {
   /** UUIDv7; the partner treats a repeated id as the same command (§7). */
   commandId: string;
-  partnerId: string;
-  /** The partner's own id of the door (the only device id it knows). */
-  doorExternalId: string;
-  /** residents.id: the channel turns it into the partner's pseudonym; it never leaves as is. */
-  residentId: string;
   requestedAt: Date;
   expiresAt: Date;
-  /** Our request id, for the channel's logs. */
-  requestId: string;
+  /** Sends the command; resolves with its outcome by `expiresAt`. `failure` is for the journal only. */
+  send(): Promise<{ status: DoorOutcome; failure?: string | undefined }>;
 }
 
 export interface DoorOpener {
-  /**
-   * Sends the command and resolves with its outcome; should not throw (a throw is recorded as
-   * `partner_error`). The resident API stops waiting at `expiresAt` and records `timeout`.
-   */
-  openDoor(cmd: DoorCommand): Promise<DoorOutcome>;
+  /** Makes the command without sending it; throws {@link DoorNotCommandable} when the partner takes none. */
+  prepare(input: {
+    partnerId: string;
+    doorExternalId: string;
+    residentId: string;
+  }): Promise<PreparedDoorCommand>;
 }
 
-/** Without an outbound channel configured every door answers `partner_error` (nothing is sent). */
-export const NO_DOOR_OPENER: DoorOpener = {
-  openDoor: async () => 'partner_error',
-};
+/** The door's partner takes no commands from us (no outbound registration, or disabled). */
+export class DoorNotCommandable extends Error {
+  override readonly name = 'DoorNotCommandable';
+}
+
+/** The resident API's doors through the outbound channel (`runtime.outbound`, `AppDeps.outbound`). */
+export function outboundDoorOpener(outbound: Pick<Outbound, 'prepareDoorOpen' | 'sendDoorOpen'>): DoorOpener {
+  return {
+    async prepare(input) {
+      let cmd: Awaited<ReturnType<Outbound['prepareDoorOpen']>>;
+      try {
+        cmd = await outbound.prepareDoorOpen({
+          partner: input.partnerId,
+          doorExternalId: input.doorExternalId,
+          residentId: input.residentId,
+        });
+      } catch (err) {
+        if (
+          err instanceof OutboundError &&
+          (err.code === 'ERR_OUTBOUND_NOT_CONFIGURED' || err.code === 'ERR_OUTBOUND_UNKNOWN_DOOR')
+        )
+          throw new DoorNotCommandable(err.message, { cause: err });
+        throw err;
+      }
+      return {
+        commandId: cmd.commandId,
+        requestedAt: new Date(cmd.requestedAt),
+        expiresAt: new Date(cmd.expiresAt),
+        async send() {
+          const r = await outbound.sendDoorOpen(cmd);
+          return { status: r.status, failure: r.reason };
+        },
+      };
+    },
+  };
+}

@@ -13,8 +13,13 @@ import {
   vehiclePlateAad,
   writePlateTokens,
 } from '../registry/plate-tokens.ts';
-import { uuidv7 } from '../util/uuid.ts';
-import { DOOR_OUTCOMES, type DoorOpener, type DoorOutcome } from './door-opener.ts';
+import {
+  DOOR_OUTCOMES,
+  DoorNotCommandable,
+  type DoorOpener,
+  type DoorOutcome,
+  type PreparedDoorCommand,
+} from './door-opener.ts';
 
 /**
  * The resident API's service: every function takes the caller's residentId (from the verified
@@ -24,9 +29,8 @@ import { DOOR_OUTCOMES, type DoorOpener, type DoorOutcome } from './door-opener.
 export interface ResidentServiceDeps {
   db: Db;
   cipher: FieldCipher;
+  /** The outbound channel's doors: `outboundDoorOpener(outbound)`. */
   doors: DoorOpener;
-  /** Validity of a door command: the answer comes within it (contract §7, ≤ 10 s). */
-  doorCommandTtlMs: number;
   /** Longest guest-pass window a resident may issue. */
   guestPassMaxDays: number;
   now?: () => Date;
@@ -159,55 +163,60 @@ export function createResidentService(deps: ResidentServiceDeps) {
       );
     }
     if (!d.enabled) throw new AppError('access-point-disabled', 'this door is out of service');
-    const commandId = uuidv7();
-    const requestedAt = now();
-    const expiresAt = new Date(requestedAt.getTime() + deps.doorCommandTtlMs);
+    let cmd: PreparedDoorCommand;
+    try {
+      cmd = await deps.doors.prepare({ partnerId: d.partner_id, doorExternalId: d.external_id, residentId });
+    } catch (err) {
+      if (err instanceof DoorNotCommandable)
+        throw new AppError('access-point-disabled', 'this door cannot be opened from the app');
+      throw err;
+    }
     const common = {
       partnerId: d.partner_id,
       deviceId: d.id,
       subjectType: 'resident',
       subjectId: residentId,
     };
+    // Committed before the command leaves: a crash in between still shows the attempt.
     await db.transaction((tx) =>
       journal(tx, residentId, requestId, {
         ...common,
         action: 'door.open.request',
         result: 'sent',
-        details: { commandId, expiresAt: expiresAt.toISOString() },
+        details: { commandId: cmd.commandId, expiresAt: cmd.expiresAt.toISOString() },
       }),
     );
-    const outcome = await withDeadline(
-      deps.doors.openDoor({
-        commandId,
-        partnerId: d.partner_id,
-        doorExternalId: d.external_id,
-        residentId,
-        requestedAt,
-        expiresAt,
-        requestId,
-      }),
-      expiresAt,
-    );
+    const { status, failure } = await withDeadline(cmd.send(), cmd.expiresAt);
     const at = now();
     await db.transaction((tx) =>
       journal(tx, residentId, requestId, {
         ...common,
         action: 'door.open.result',
-        result: outcome,
-        details: { commandId },
+        result: status,
+        details: { commandId: cmd.commandId, ...(failure ? { failure } : {}) },
       }),
     );
-    return { commandId, accessPointId: d.id, status: outcome, at: at.toISOString() };
+    return { commandId: cmd.commandId, accessPointId: d.id, status, at: at.toISOString() };
   }
 
-  async function withDeadline(p: Promise<DoorOutcome>, deadline: Date): Promise<DoorOutcome> {
+  /** The channel keeps to `expiresAt` itself; this is the resident API's own guarantee of it. */
+  async function withDeadline(
+    p: Promise<{ status: DoorOutcome; failure?: string | undefined }>,
+    deadline: Date,
+  ): Promise<{ status: DoorOutcome; failure?: string | undefined }> {
     let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<DoorOutcome>((resolve) => {
-      timer = setTimeout(() => resolve('timeout'), Math.max(0, deadline.getTime() - now().getTime()));
+    const late = new Promise<{ status: DoorOutcome; failure: string }>((resolve) => {
+      timer = setTimeout(
+        () => resolve({ status: 'timeout', failure: 'deadline' }),
+        Math.max(0, deadline.getTime() - Date.now()),
+      );
     });
     try {
-      const outcome = await Promise.race([p.catch((): DoorOutcome => 'partner_error'), late]);
-      return DOOR_OUTCOMES.includes(outcome) ? outcome : 'partner_error';
+      const r = await Promise.race([
+        p.catch(() => ({ status: 'partner_error' as const, failure: 'exception' })),
+        late,
+      ]);
+      return DOOR_OUTCOMES.includes(r.status) ? r : { status: 'partner_error', failure: 'invalid_outcome' };
     } finally {
       clearTimeout(timer);
     }

@@ -6,26 +6,30 @@ import { after, before, describe, test } from 'node:test';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { exportJWK, generateKeyPair, type JWK, jwtVerify, SignJWT } from 'jose';
 import { Agent, request } from 'undici';
+import { type IntercomSimulator, startIntercomSimulator } from '../../simulator/intercom.ts';
+import { type LocalStack, startLocalStack } from '../../simulator/local-stack.ts';
 import type { PartnerClient } from '../../simulator/partner-client.ts';
 import { API_AUDIENCE, type Principal, ROLE_CLAIM } from '../../src/api-auth/principal.ts';
 import { sql } from '../../src/db/sql.ts';
 import { AppError } from '../../src/errors.ts';
 import { installProblemHandlers, STRICT_AJV } from '../../src/http/problem-handler.ts';
-import type { DoorCommand, DoorOpener, DoorOutcome } from '../../src/resident-api/door-opener.ts';
+import { loadSigningKey } from '../../src/keys/service-keys.ts';
+import { Outbound } from '../../src/outbound/outbound.ts';
+import { outboundDoorOpener } from '../../src/resident-api/door-opener.ts';
 import { residentApi } from '../../src/resident-api/routes.ts';
 import { uuidv7 } from '../../src/util/uuid.ts';
-import { type Harness, startHarness } from '../support/harness.ts';
+import { createTestDb } from '../support/test-db.ts';
 import { PLATES, standardWorld } from '../support/world.ts';
 
 /**
- * The resident API over real TLS, on the standard world plus an intercom partner's doors. Tokens are
- * real ES256 access tokens minted here and checked by a small hook with jose (the shape the
- * access-token check of src/api-auth/ gives: `req.principal`); doors answer through a scripted
- * DoorOpener until the outbound channel and the simulator's doors land.
+ * The resident API over real TLS, on the standard world plus the simulator's intercom doors reached
+ * through the real outbound channel (mTLS, OAuth2, RFC 9421, contract §7). Tokens are real ES256
+ * access tokens minted here and checked by a small hook with jose (the shape the access-token check
+ * of src/api-auth/ gives: `req.principal`).
  */
 
 const ISSUER = 'https://id.test.invalid';
-let h: Harness;
+let h: LocalStack;
 let app: FastifyInstance;
 let base: string;
 let agent: Agent;
@@ -34,18 +38,9 @@ let signingKey: Awaited<ReturnType<typeof generateKeyPair>>['privateKey'];
 const ids: Record<string, string> = {};
 const routes: string[] = [];
 
-/** A partner's door: answers what the current test sets, and remembers every command. */
-class ScriptedDoors implements DoorOpener {
-  next: DoorOutcome | 'hang' | 'throw' = 'opened';
-  commands: DoorCommand[] = [];
-  async openDoor(cmd: DoorCommand): Promise<DoorOutcome> {
-    this.commands.push(cmd);
-    if (this.next === 'hang') return new Promise<DoorOutcome>(() => {});
-    if (this.next === 'throw') throw new Error('connection reset');
-    return this.next;
-  }
-}
-const doors = new ScriptedDoors();
+let sim: IntercomSimulator;
+let outbound: Outbound;
+const DOOR_TTL_MS = 3000;
 
 async function token(
   sub: string,
@@ -91,20 +86,34 @@ const device = async (partner: string, externalId: string) =>
   ))!.id;
 
 before(async () => {
-  h = await startHarness({
+  h = await startLocalStack({
+    db: await createTestDb(),
     partners: [{ code: 'barrier-north' }, { code: 'barrier-south' }, { code: 'intercom-north' }],
-    document: (identities) => {
+    document: async (identities, dataDir) => {
       const doc = standardWorld(identities);
       const id = identities.get('intercom-north')!;
+      const smartHomeKey: JWK = JSON.parse(
+        await readFile(path.join(dataDir, 'keys', 'response-signing.jwk'), 'utf8'),
+      );
+      delete smartHomeKey.d;
+      sim = await startIntercomSimulator({
+        identity: id,
+        clientCa: await readFile(path.join(dataDir, 'pki', 'service-ca.crt'), 'utf8'),
+        smartHomeKey,
+        clientId: 'smart-home-at-intercom',
+        doors: ['door-b1e1', 'door-b2', 'door-off', 'door-s'],
+      });
       doc.partners!.push({
         code: 'intercom-north',
         name: 'Intercom vendor',
-        scopes: ['face:decide'],
+        scopes: ['events:write'],
         complexes: ['north', 'south'],
         networks: ['127.0.0.5/32'],
         certificates: [id.thumbprint],
         signingKeys: [id.signing.publicJwk as never],
         encryptionKeys: [id.encryption.publicJwk as never],
+        baseUrl: sim.url,
+        outbound: { serverCa: sim.serverCaPem, clientId: sim.clientId },
       });
       const door = (externalId: string, name: string, complex: string, more: object = {}) => ({
         partner: 'intercom-north',
@@ -119,6 +128,8 @@ before(async () => {
         door('door-b2', 'Корпус 2', 'north', { building: 'b2' }),
         door('door-off', 'Калитка', 'north', { building: 'b1', enabled: false }),
         door('door-s', 'Южный подъезд', 'south'),
+        // A door of a partner that takes no commands from us (no outbound registration).
+        { ...door('door-nocmd', 'Старая калитка', 'north', { building: 'b1' }), partner: 'barrier-north' },
       );
       doc.residents!.push({
         ref: 'vera',
@@ -142,9 +153,29 @@ before(async () => {
     ['doorB2', 'intercom-north', 'door-b2'],
     ['doorOff', 'intercom-north', 'door-off'],
     ['doorS', 'intercom-north', 'door-s'],
+    ['doorNoCmd', 'barrier-north', 'door-nocmd'],
   ] as const) {
     ids[k] = await device(p, e);
   }
+
+  outbound = new Outbound({
+    db: h.runtime.db,
+    cipher: h.runtime.cipher,
+    directory: () => h.runtime.app.directory(),
+    clientTls: {
+      cert: await readFile(path.join(h.dataDir, 'pki', 'service-client.crt'), 'utf8'),
+      key: await readFile(path.join(h.dataDir, 'pki', 'service-client.key'), 'utf8'),
+    },
+    signingKey: await loadSigningKey(path.join(h.dataDir, 'keys', 'response-signing.jwk'), 'Ed25519'),
+    options: {
+      connectTimeoutMs: 2000,
+      timeoutMs: 2000,
+      connections: 4,
+      tokenRefreshMarginSeconds: 60,
+      retryDelayMs: 50,
+      doorCommandTtlMs: DOOR_TTL_MS,
+    },
+  });
 
   const pair = await generateKeyPair('ES256', { extractable: true });
   signingKey = pair.privateKey;
@@ -210,8 +241,7 @@ before(async () => {
         residentApi({
           db: h.runtime.db,
           cipher: h.runtime.cipher,
-          doors,
-          doorCommandTtlMs: 1000,
+          doors: outboundDoorOpener(outbound),
           guestPassMaxDays: 7,
         }),
       );
@@ -226,7 +256,9 @@ before(async () => {
 after(async () => {
   await agent?.close();
   await app?.close();
+  await outbound?.close();
   await h?.close();
+  await sim?.stop();
 });
 
 /** Anything that would tell a resident about a partner: its id, code, or its own device ids. */
@@ -287,10 +319,10 @@ describe('GET /api/v1/access-points', () => {
     const res = await call('GET', '/access-points');
     assert.equal(res.status, 200);
     const got = new Map(res.body.items.map((x: { id: string }) => [x.id, x]));
-    // Anna (north b1 e1): the complex gate, the disabled gate, her entrance door, the disabled b1 door.
+    // Anna (north b1 e1): the complex gates, her entrance door, the b1 doors (one disabled).
     assert.deepEqual(
       new Set(got.keys()),
-      new Set([ids['gate1'], ids['gateOff'], ids['doorB1e1'], ids['doorOff']]),
+      new Set([ids['gate1'], ids['gateOff'], ids['doorB1e1'], ids['doorOff'], ids['doorNoCmd']]),
     );
     assert.deepEqual(got.get(ids['doorB1e1']), {
       id: ids['doorB1e1'],
@@ -313,69 +345,81 @@ describe('GET /api/v1/access-points', () => {
   });
 });
 
-const journalOf = (requestId: string) =>
-  h.runtime.db.query<{
-    action: string;
-    result: string;
-    actor_id: string;
-    device_id: string;
-    details: unknown;
-  }>(
-    sql`select action, result, actor_id, device_id, details from journal where request_id = ${requestId} order by seq`,
-  );
-
-describe('POST /api/v1/access-points/{id}/open', () => {
-  for (const outcome of ['opened', 'rejected', 'expired', 'device_offline', 'partner_error'] as const) {
-    test(`the partner's "${outcome}" is answered and journaled before and after`, async () => {
-      doors.next = outcome;
-      const before = doors.commands.length;
-      const res = await call('POST', `/access-points/${ids['doorB1e1']}/open`);
-      assert.equal(res.status, 200);
-      assert.equal(res.body.status, outcome);
-      assert.equal(res.body.accessPointId, ids['doorB1e1']);
-      const cmd = doors.commands[before]!;
-      assert.equal(doors.commands.length, before + 1);
-      assert.equal(cmd.commandId, res.body.commandId);
-      assert.equal(cmd.doorExternalId, 'door-b1e1');
-      assert.equal(cmd.residentId, ids['anna']);
-      assert.ok(cmd.expiresAt.getTime() - cmd.requestedAt.getTime() === 1000);
-      const entries = await journalOf(cmd.requestId);
-      assert.deepEqual(
-        entries.map((e) => [e.action, e.result, e.actor_id, e.device_id]),
-        [
-          ['door.open.request', 'sent', ids['anna'], ids['doorB1e1']],
-          ['door.open.result', outcome, ids['anna'], ids['doorB1e1']],
-        ],
-      );
-      await assertNoPartnerInternals(res.body);
+describe('POST /api/v1/access-points/{id}/open, against the intercom simulator', () => {
+  const cases: Array<{
+    outcome: string;
+    label?: string;
+    set: () => void;
+    reset?: () => void;
+    opens: boolean;
+  }> = [
+    { outcome: 'opened', set: () => sim.setDoor('door-b1e1', { mode: 'normal' }), opens: true },
+    { outcome: 'rejected', set: () => sim.setDoor('door-b1e1', { mode: 'reject' }), opens: false },
+    { outcome: 'device_offline', set: () => sim.setDoor('door-b1e1', { mode: 'offline' }), opens: false },
+    {
+      outcome: 'expired',
+      // The partner's clock is past expiresAt when the command arrives.
+      set: () => sim.setClockSkew(60_000),
+      reset: () => sim.setClockSkew(0),
+      opens: false,
+    },
+    {
+      outcome: 'timeout',
+      set: () => sim.setDoor('door-b1e1', { mode: 'slow', slowMs: 20_000 }),
+      opens: false,
+    },
+    { outcome: 'partner_error', set: () => sim.setDoor('door-b1e1', { mode: 'error' }), opens: false },
+    {
+      outcome: 'partner_error',
+      label: 'a badly signed answer (the partner acted, we cannot trust what it said)',
+      set: () => sim.setDoor('door-b1e1', { mode: 'bad-signature' }),
+      opens: true,
+    },
+  ];
+  for (const c of cases) {
+    test(`the partner's "${c.outcome}"${c.label ? ` (${c.label})` : ''} is answered and journaled before and after`, async () => {
+      c.set();
+      try {
+        const openings = sim.openings.length;
+        const res = await call('POST', `/access-points/${ids['doorB1e1']}/open`);
+        assert.equal(res.status, 200);
+        assert.equal(res.body.status, c.outcome);
+        assert.equal(res.body.accessPointId, ids['doorB1e1']);
+        assert.equal(sim.openings.length, openings + (c.opens ? 1 : 0));
+        if (c.opens) {
+          const opening = sim.openings.at(-1)!;
+          assert.equal(opening.commandId, res.body.commandId);
+          assert.equal(opening.doorId, 'door-b1e1');
+          assert.notEqual(opening.subject, ids['anna'], 'the partner sees a pseudonym, never our id');
+        }
+        const entries = await h.runtime.db.query<{
+          action: string;
+          result: string;
+          actor_id: string;
+          device_id: string;
+          request_id: string;
+        }>(
+          sql`select action, result, actor_id, device_id, request_id from journal
+              where details->>'commandId' = ${res.body.commandId} order by seq`,
+        );
+        assert.deepEqual(
+          entries.map((e) => [e.action, e.result, e.actor_id, e.device_id]),
+          [
+            ['door.open.request', 'sent', ids['anna'], ids['doorB1e1']],
+            ['door.open.result', c.outcome, ids['anna'], ids['doorB1e1']],
+          ],
+        );
+        assert.equal(entries[0]!.request_id, entries[1]!.request_id, 'one request id for both');
+        await assertNoPartnerInternals(res.body);
+      } finally {
+        c.reset?.();
+        sim.setDoor('door-b1e1', { mode: 'normal' });
+      }
     });
   }
 
-  test('a partner that never answers: "timeout" by the command\'s expiry, both entries written', async () => {
-    doors.next = 'hang';
-    const res = await call('POST', `/access-points/${ids['doorB1e1']}/open`);
-    assert.equal(res.body.status, 'timeout');
-    const entries = await journalOf(doors.commands.at(-1)!.requestId);
-    assert.deepEqual(
-      entries.map((e) => e.result),
-      ['sent', 'timeout'],
-    );
-  });
-
-  test('a channel that throws is recorded as partner_error', async () => {
-    doors.next = 'throw';
-    const res = await call('POST', `/access-points/${ids['doorB1e1']}/open`);
-    assert.equal(res.body.status, 'partner_error');
-    const entries = await journalOf(doors.commands.at(-1)!.requestId);
-    assert.deepEqual(
-      entries.map((e) => e.result),
-      ['sent', 'partner_error'],
-    );
-    doors.next = 'opened';
-  });
-
-  test('a barrier → 409 not-a-door, a disabled door → 409 access-point-disabled, nothing sent', async () => {
-    const sent = doors.commands.length;
+  test('a barrier → 409 not-a-door; a disabled door, or one whose partner takes no commands → 409', async () => {
+    const sent = sim.doorRequests;
     const barrier = await call('POST', `/access-points/${ids['gate1']}/open`);
     assert.equal(barrier.status, 409);
     assert.equal(barrier.body.type, 'urn:smart-home:problem:not-a-door');
@@ -383,7 +427,11 @@ describe('POST /api/v1/access-points/{id}/open', () => {
     const off = await call('POST', `/access-points/${ids['doorOff']}/open`);
     assert.equal(off.status, 409);
     assert.equal(off.body.type, 'urn:smart-home:problem:access-point-disabled');
-    assert.equal(doors.commands.length, sent);
+    assert.match(off.body.detail, /out of service/);
+    const nocmd = await call('POST', `/access-points/${ids['doorNoCmd']}/open`);
+    assert.equal(nocmd.status, 409);
+    assert.match(nocmd.body.detail, /cannot be opened from the app/);
+    assert.equal(sim.doorRequests, sent, 'nothing was sent');
   });
 
   test("a door outside the resident's scope and an unknown id answer 404 alike; a non-id → 400", async () => {
@@ -675,7 +723,7 @@ describe('BOLA matrix', () => {
     annaPass = (await h.runtime.db.one<{ id: string }>(
       sql`select id from guest_passes where issued_by = ${ids['anna']} and revoked_at is null limit 1`,
     ))!.id;
-    const sent = doors.commands.length;
+    const sent = sim.doorRequests;
     for (const row of rows) {
       for (const attacker of row.attackers) {
         const before = await state();
@@ -684,7 +732,7 @@ describe('BOLA matrix', () => {
         assert.equal(await state(), before, `${row.route} as ${attacker} changed something`);
       }
     }
-    assert.equal(doors.commands.length, sent, 'no door command was sent');
+    assert.equal(sim.doorRequests, sent, 'no door command was sent');
     // The owner still can: the rows above call real objects.
     assert.equal((await rows[2]!.call(tokens['anna']!)).status, 200);
     assert.equal((await rows[1]!.call(tokens['anna']!)).status, 204);
