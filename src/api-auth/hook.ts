@@ -30,7 +30,10 @@ const authenticatedBy = new WeakMap<
  * fixed message (never a claim or the token); `reason` goes to the log only.
  */
 function toAppError(req: FastifyRequest, verifier: ApiTokenVerifier, err: ApiAuthError): AppError {
-  req.log.info({ auth: { code: err.code, reason: err.reason, issuer: verifier.kind } }, 'API access refused');
+  req.log.info(
+    { auth: { code: err.code, reason: err.reason, issuerKind: verifier.kind } },
+    'API access refused',
+  );
   const headers: Record<string, string> = {
     'www-authenticate': verifier.challenge(err),
     // RFC 6750 §5.3 and RFC 9449 §8: refusals carry nothing worth caching.

@@ -266,6 +266,42 @@ describe('the embedded issuer refuses the external IdP’s tokens', () => {
   });
 });
 
+describe('createApiTokenVerifier with remote keys', () => {
+  test('keys fetched from a jwks_uri verify the IdP’s tokens; the issuer is still pinned', async () => {
+    const remote = { jwksUri: `${idp.issuer}/jwks`, timeoutMs: 2000, fetch: fetchTrusting(idp.caPem) };
+    const claims = {
+      subjectClaim: 'sub',
+      rolesClaim: 'realm_access.roles',
+      operatorRole: 'smart-home-operator',
+      residentRole: 'smart-home-resident',
+    };
+    const good = createApiTokenVerifier({
+      kind: 'external',
+      issuer: idp.issuer,
+      remote,
+      algorithms: ['RS256'],
+      claims,
+      db,
+    });
+    const token = await idp.token('resident-alice');
+    const t = await good.verifyAccessToken(token);
+    assert.equal(t.subject, 'resident-alice');
+    assert.equal(t.role, 'resident');
+    // Same keys, but ES256 only: the RS256 token no longer verifies (algorithms are pinned).
+    const es256Only = createApiTokenVerifier({ kind: 'external', issuer: idp.issuer, remote, claims, db });
+    await assert.rejects(es256Only.verifyAccessToken(token), { code: 'invalid_token' });
+    const otherIssuer = createApiTokenVerifier({
+      kind: 'external',
+      issuer: 'https://127.0.0.1/realms/other',
+      remote,
+      algorithms: ['RS256'],
+      claims,
+      db,
+    });
+    await assert.rejects(otherIssuer.verifyAccessToken(token), { code: 'invalid_token' });
+  });
+});
+
 describe('discovery', () => {
   test('the document must name the configured issuer exactly (OIDC Discovery §4.3)', async () => {
     const f = fetchTrusting(idp.caPem);
