@@ -62,6 +62,8 @@ export interface OpenDoorInput {
 
 interface ChannelEntry {
   channel: PartnerChannel;
+  /** The directory entry last seen for it: the same object needs no comparison at all. */
+  info: PartnerInfo;
   /** What the channel was built from; a different registration builds a new channel. */
   fingerprint: string;
 }
@@ -95,9 +97,14 @@ export class Outbound {
     if (!endpoint || !partner.enabled) {
       throw new OutboundError('ERR_OUTBOUND_NOT_CONFIGURED', 'the partner takes no commands');
     }
-    const fingerprint = fingerprintOf(endpoint, partner.signingKeys);
     const cur = this.#channels.get(partner.id);
-    if (cur?.fingerprint === fingerprint) return cur.channel;
+    if (cur?.info === partner) return cur.channel;
+    // A reloaded directory has new objects: rebuild only if what the channel uses changed.
+    const fingerprint = fingerprintOf(endpoint, partner.signingKeys);
+    if (cur?.fingerprint === fingerprint) {
+      cur.info = partner;
+      return cur.channel;
+    }
     if (cur) void cur.channel.close().catch(() => {});
     const channel = new PartnerChannel({
       partner,
@@ -107,7 +114,7 @@ export class Outbound {
       options: this.#deps.options,
       ...(this.#deps.tokenClock ? { now: this.#deps.tokenClock } : {}),
     });
-    this.#channels.set(partner.id, { channel, fingerprint });
+    this.#channels.set(partner.id, { channel, info: partner, fingerprint });
     return channel;
   }
 
@@ -158,16 +165,22 @@ export class Outbound {
     };
   }
 
-  /** Sends a prepared command; resolves with its outcome by its `expiresAt` at the latest. */
-  async sendDoorOpen(command: DoorCommand): Promise<DoorOpenResult> {
-    return sendDoorCommand(this.channel(command.partnerId), command, {
+  /**
+   * Sends a prepared command; resolves with its outcome by its `expiresAt` at the latest. The partner
+   * is looked up by the command's `partnerId` unless its directory entry is given.
+   */
+  async sendDoorOpen(command: DoorCommand, partner?: PartnerInfo): Promise<DoorOpenResult> {
+    if (partner && partner.id !== command.partnerId)
+      throw new TypeError('the command is for another partner');
+    return sendDoorCommand(this.channel(partner ?? command.partnerId), command, {
       retryDelayMs: this.#deps.options.retryDelayMs,
     });
   }
 
   /** Contract §7 in one call: prepare, send, verified outcome. */
   async openDoor(input: OpenDoorInput): Promise<DoorOpenResult> {
-    return this.sendDoorOpen(await this.prepareDoorOpen(input));
+    const partner = this.#partner(input.partner);
+    return this.sendDoorOpen(await this.prepareDoorOpen({ ...input, partner }), partner);
   }
 
   async close(): Promise<void> {

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { JWK } from 'jose';
@@ -255,6 +256,29 @@ describe('door open over mTLS against the intercom simulator (contract §7)', ()
     assert.equal(r.attempts, 2);
     assert.equal(openedCommands().filter((c) => c === r.command.commandId).length, 1);
     assert.equal(sim.openings.filter((o) => o.doorId === 'door-drop').length, 1);
+  });
+
+  test('an unreachable partner is tried again until expiresAt, then the outcome is timeout', async () => {
+    const closed = await new Promise<number>((resolve) => {
+      const srv = createServer().listen(0, '127.0.0.1', () => {
+        const { port } = srv.address() as { port: number };
+        srv.close(() => resolve(port));
+      });
+    });
+    const real = h.runtime.app.directory().byId.get(partnerId)!;
+    const down = {
+      ...real,
+      outbound: {
+        ...real.outbound!,
+        baseUrl: `https://127.0.0.1:${closed}`,
+        tokenEndpoint: `https://127.0.0.1:${closed}/oauth/token`,
+      },
+    };
+    const o = outboundWith({ doorCommandTtlMs: 600, retryDelayMs: 50 });
+    const r = await o.openDoor({ partner: down, doorExternalId: 'door-ok', residentId });
+    assert.equal(r.status, 'timeout');
+    assert.equal(r.reason, 'connect');
+    assert.ok(Date.now() >= Date.parse(r.command.expiresAt), 'it gave up only once the command expired');
   });
 
   test('nothing is sent when the command is already past its expiresAt', async () => {
