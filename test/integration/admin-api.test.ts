@@ -394,6 +394,23 @@ describe('operator API: partners and devices', () => {
     assert.deepEqual({ partners: await count('partners'), journal: await count('journal') }, before);
   });
 
+  test('a partner change keeps its barriers valid; code and unknown fields cannot be patched', async () => {
+    const id = await idOf('partners', 'barrier-north');
+    const before = await count('journal');
+    const scopes = await server.call('PATCH', `/partners/${id}`, {
+      token: op,
+      body: { scopes: ['audit:exchange'] },
+    });
+    assert.equal(scopes.status, 409);
+    assert.match(String(scopes.body['detail']), /^body\/scopes: .*barrier:decide/);
+    const code = await server.call('PATCH', `/partners/${id}`, { token: op, body: { code: 'renamed' } });
+    assert.equal(code.status, 400);
+    assert.match(String(code.body['detail']), /unknown field "code"/);
+    const name = await server.call('PATCH', `/partners/${id}`, { token: op, body: { name: 'North gates' } });
+    assert.equal(name.body['name'], 'North gates');
+    assert.equal(await count('journal'), before + 1);
+  });
+
   test('a device referenced by a guest pass cannot be deleted', async () => {
     const gate = await db.one<{ id: string }>(sql`select id from devices where external_id = 'gate-1'`);
     const r = await server.call('DELETE', `/devices/${gate!.id}`, { token: op });

@@ -128,6 +128,12 @@ export async function updatePartner(ctx: RegistryContext, id: string, patch: Par
     changed =
       (await setKeys(ctx, 'partner_encryption_keys', id, patch.encryptionKeys, 'encryptionKeys')) || changed;
   if (!changed) return 'unchanged';
+  if (!scopes.includes('barrier:decide') && cur.scopes.includes('barrier:decide')) {
+    const barrier = await ctx.tx.one(
+      sql`select 1 from devices where partner_id = ${id} and kind = 'barrier'`,
+    );
+    if (barrier) throw conflict('scopes', 'the partner has barriers, which need the barrier:decide scope');
+  }
   if (patch.complexIds) {
     // A perimeter may not shrink away from the partner's own devices.
     const stray = await ctx.tx.one(sql`select 1 from devices d where d.partner_id = ${id}
