@@ -301,6 +301,21 @@ describe('the embedded issuer: bearer tokens', () => {
     }
   });
 
+  test('a key named by the token itself (embedded jwk, jku, x5u) is never used', async () => {
+    const rogue = await es256('rogue');
+    const { kid: _k, alg: _a, use: _u, ...rogueJwk } = rogue.publicJwk;
+    for (const header of [
+      { jwk: rogueJwk, kid: undefined },
+      { jku: 'https://evil.example/jwks', kid: 'rogue' },
+      { x5u: 'https://evil.example/cert.pem', kid: 'rogue' },
+    ]) {
+      const a = await call(base, '/api/v1/me', {
+        authorization: `Bearer ${await mint({}, { key: rogue, header })}`,
+      });
+      assertRefused(a, 401, 'invalid-token', 'invalid_token');
+    }
+  });
+
   test('wrong aud, wrong iss, or a missing required claim is refused', async () => {
     for (const over of [
       { aud: 'urn:smart-home:partner-api' },
