@@ -147,7 +147,7 @@ const DataExport = obj(
 export function residentIdOf(req: FastifyRequest): string {
   const p = req.principal;
   if (!p) throw new AppError('invalid-token');
-  if (p.kind !== 'resident') throw new AppError('insufficient-scope', 'this API is for residents');
+  if (p.kind !== 'resident') throw new AppError('wrong-role', 'this API is for the resident role');
   return p.residentId;
 }
 

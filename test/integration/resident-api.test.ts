@@ -4,19 +4,21 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import Fastify, { type FastifyInstance } from 'fastify';
-import { exportJWK, generateKeyPair, type JWK, jwtVerify, SignJWT } from 'jose';
+import { exportJWK, generateKeyPair, type JWK, SignJWT } from 'jose';
 import { Agent, request } from 'undici';
 import { type IntercomSimulator, startIntercomSimulator } from '../../simulator/intercom.ts';
 import { type LocalStack, startLocalStack } from '../../simulator/local-stack.ts';
 import type { PartnerClient } from '../../simulator/partner-client.ts';
-import { API_AUDIENCE, type Principal, ROLE_CLAIM } from '../../src/api-auth/principal.ts';
+import { createApiTokenVerifier } from '../../src/api-auth/access-token.ts';
+import { apiAuth } from '../../src/api-auth/hook.ts';
+import { API_AUDIENCE, ROLE_CLAIM } from '../../src/api-auth/principal.ts';
 import { sql } from '../../src/db/sql.ts';
 import { AppError } from '../../src/errors.ts';
 import { installProblemHandlers, STRICT_AJV } from '../../src/http/problem-handler.ts';
 import { loadSigningKey } from '../../src/keys/service-keys.ts';
 import { Outbound } from '../../src/outbound/outbound.ts';
 import { outboundDoorOpener } from '../../src/resident-api/door-opener.ts';
-import { residentApi } from '../../src/resident-api/routes.ts';
+import { residentApi, residentIdOf } from '../../src/resident-api/routes.ts';
 import { uuidv7 } from '../../src/util/uuid.ts';
 import { createTestDb } from '../support/test-db.ts';
 import { PLATES, standardWorld } from '../support/world.ts';
@@ -179,7 +181,8 @@ before(async () => {
 
   const pair = await generateKeyPair('ES256', { extractable: true });
   signingKey = pair.privateKey;
-  const publicJwk: JWK = await exportJWK(pair.publicKey);
+  const publicJwk: JWK = { ...(await exportJWK(pair.publicKey)), kid: 'test', alg: 'ES256', use: 'sig' };
+  const verifier = createApiTokenVerifier({ issuer: ISSUER, jwks: { keys: [publicJwk] }, db: h.runtime.db });
   for (const r of ['anna', 'boris', 'vera']) tokens[r] = await token(ids[r]!);
   tokens['operator'] = await token(randomUUID(), 'operator');
 
@@ -198,45 +201,8 @@ before(async () => {
   });
   await app.register(
     async (api) => {
-      // Test hook until src/api-auth/'s check lands: a real ES256 signature, pinned algorithm,
-      // issuer, audience and typ, and the resident looked up live.
-      api.addHook('onRequest', async (req) => {
-        const m = /^Bearer ([A-Za-z0-9._-]+)$/.exec(req.headers.authorization ?? '');
-        if (!m) throw new AppError('invalid-token');
-        let payload: Record<string, unknown>;
-        try {
-          ({ payload } = await jwtVerify(m[1]!, publicJwk, {
-            algorithms: ['ES256'],
-            issuer: ISSUER,
-            audience: API_AUDIENCE,
-            typ: 'at+jwt',
-          }));
-        } catch {
-          throw new AppError('invalid-token');
-        }
-        const sub = String(payload.sub);
-        let principal: Principal;
-        if (payload[ROLE_CLAIM] === 'resident') {
-          const row = await h.runtime.db.one(sql`select id from residents where id::text = ${sub}`);
-          if (!row) throw new AppError('invalid-token');
-          principal = {
-            kind: 'resident',
-            residentId: sub,
-            subject: sub,
-            scopes: new Set(),
-            clientId: undefined,
-          };
-        } else {
-          principal = {
-            kind: 'operator',
-            operatorId: sub,
-            subject: sub,
-            scopes: new Set(),
-            clientId: undefined,
-          };
-        }
-        req.principal = principal;
-      });
+      // The access-token check of src/api-auth/, as the public listener applies it to /api/v1.
+      await apiAuth({ verifier, requiredRole: 'resident' })(api);
       await api.register(
         residentApi({
           db: h.runtime.db,
@@ -247,6 +213,16 @@ before(async () => {
       );
     },
     { prefix: '/api/v1' },
+  );
+  // The plugin without the check in front: its own refusal is the second line of defence.
+  await app.register(
+    residentApi({
+      db: h.runtime.db,
+      cipher: h.runtime.cipher,
+      doors: outboundDoorOpener(outbound),
+      guestPassMaxDays: 7,
+    }),
+    { prefix: '/unguarded/api/v1' },
   );
   await app.listen({ host: '127.0.0.1', port: 0 });
   base = `https://localhost:${(app.server.address() as { port: number }).port}`;
@@ -310,7 +286,33 @@ describe('GET /api/v1/me', () => {
     const res = await call('GET', '/me', { as: tokens['operator'] });
     assert.equal(res.status, 403);
     assert.equal(res.headers['content-type'], 'application/problem+json; charset=utf-8');
-    assert.equal(res.body.type, 'urn:smart-home:problem:insufficient-scope');
+    assert.equal(res.body.type, 'urn:smart-home:problem:wrong-role');
+  });
+
+  test('second line of defence: without the check in front, every route refuses; an operator principal too', async () => {
+    const listed = routes.filter((r) => r.includes(' /unguarded/'));
+    assert.equal(listed.length, 11);
+    for (const r of listed) {
+      const [method, url] = r.split(' ') as ['GET' | 'POST' | 'DELETE', string];
+      const res = await request(`${base}${url.replace(':id', ids['doorB1e1']!)}`, {
+        method,
+        headers: {
+          authorization: `Bearer ${tokens['anna']}`,
+          ...(method === 'POST' && !url.includes(':id') ? { 'content-type': 'application/json' } : {}),
+        },
+        body: method === 'POST' && !url.includes(':id') ? '{}' : null,
+        dispatcher: agent,
+      });
+      await res.body.dump();
+      assert.ok([400, 401].includes(res.statusCode), `${r}: ${res.statusCode}`);
+    }
+    const asOperator = {
+      principal: { kind: 'operator', operatorId: 'x', subject: 'x', scopes: new Set(), clientId: undefined },
+    };
+    assert.throws(
+      () => residentIdOf(asOperator as never),
+      (e: unknown) => e instanceof AppError && e.code === 'wrong-role',
+    );
   });
 });
 
@@ -712,7 +714,7 @@ describe('BOLA matrix', () => {
     );
 
   test('every route with an object id has a row', () => {
-    const withId = routes.filter((r) => r.includes(':')).sort();
+    const withId = routes.filter((r) => r.includes(' /api/v1/') && r.includes(':')).sort();
     assert.deepEqual(withId, rows.map((r) => r.route).sort());
   });
 
