@@ -12,6 +12,8 @@
  * demo. Use as a library: `startIntercomSimulator(...)`, then `stop()`.
  */
 import { createPublicKey, generateKeyPairSync, type KeyObject, randomBytes } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
 import type { TLSSocket } from 'node:tls';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
@@ -26,6 +28,7 @@ import {
 } from '../src/http-signatures/rfc9421.ts';
 import { DoorCommandBody } from '../src/outbound/door-open.ts';
 import { certThumbprintS256, createCa, issueServerCert, type KeyPairPem } from '../src/pki/certificates.ts';
+import type { ProvisioningDocument } from '../src/registry/document.ts';
 import type { PartnerIdentity } from './identity.ts';
 
 export type DoorMode =
@@ -419,5 +422,44 @@ export async function startIntercomSimulator(opts: IntercomOptions): Promise<Int
       await app.close();
       await replayCache.close();
     },
+  };
+}
+
+/**
+ * What an intercom vendor receives from PropDevelopment at onboarding, read from a development data
+ * directory (as `npm start` creates it): our service CA (its client certificates chain to it), the
+ * thumbprint of our client certificate, and our public request-signing key.
+ */
+export async function smartHomeTrust(
+  dataDir: string,
+): Promise<Pick<IntercomOptions, 'clientCa' | 'smartHomeKey' | 'clientThumbprints'>> {
+  const read = (...parts: string[]) => readFile(path.join(dataDir, ...parts), 'utf8');
+  const { d: _d, ...smartHomeKey } = JSON.parse(await read('keys', 'response-signing.jwk')) as JWK;
+  return {
+    clientCa: await read('pki', 'service-ca.crt'),
+    smartHomeKey,
+    clientThumbprints: [certThumbprintS256(await read('pki', 'service-client.crt'))],
+  };
+}
+
+type DocumentPartner = NonNullable<ProvisioningDocument['partners']>[number];
+
+/** The partner's entry in a provisioning document for a running intercom simulator (contract §7). */
+export function intercomPartnerEntry(
+  sim: Pick<IntercomSimulator, 'url' | 'serverCaPem' | 'clientId'>,
+  identity: PartnerIdentity,
+  opts: { name?: string; complexes: string[]; networks: string[]; scopes?: DocumentPartner['scopes'] },
+): DocumentPartner {
+  return {
+    code: identity.code,
+    name: opts.name ?? `Intercom vendor ${identity.code}`,
+    scopes: opts.scopes ?? ['events:write'],
+    complexes: opts.complexes,
+    networks: opts.networks,
+    certificates: [identity.thumbprint],
+    signingKeys: [identity.signing.publicJwk as DocumentPartner['signingKeys'][number]],
+    encryptionKeys: [identity.encryption.publicJwk as DocumentPartner['encryptionKeys'][number]],
+    baseUrl: sim.url,
+    outbound: { serverCa: sim.serverCaPem, clientId: sim.clientId },
   };
 }

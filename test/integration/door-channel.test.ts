@@ -3,9 +3,13 @@ import { readFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import type { JWK } from 'jose';
 import { Agent, request } from 'undici';
-import { type IntercomSimulator, startIntercomSimulator } from '../../simulator/intercom.ts';
+import {
+  type IntercomSimulator,
+  intercomPartnerEntry,
+  smartHomeTrust,
+  startIntercomSimulator,
+} from '../../simulator/intercom.ts';
 import { type LocalStack, startLocalStack } from '../../simulator/local-stack.ts';
 import { pseudonym } from '../../src/crypto/partner-keys.ts';
 import { sql } from '../../src/db/sql.ts';
@@ -25,7 +29,6 @@ let sim: IntercomSimulator;
 let rogue: IntercomSimulator;
 let serviceClient: { cert: string; key: string };
 let signingKey: SigningKey;
-let smartHomeKey: JWK;
 let partnerId: string;
 let residentId: string;
 const extra: Outbound[] = [];
@@ -37,21 +40,11 @@ function intercomWorld(
   main: IntercomSimulator,
   other: IntercomSimulator,
 ): ProvisioningDocument {
-  const partner = (code: string, baseUrl: string, serverCa: string, clientId: string) => {
-    const id = ids.get(code)!;
-    return {
-      code,
-      name: `Intercom vendor ${code}`,
-      scopes: ['events:write' as const],
+  const partner = (code: string, baseUrl: string, serverCaPem: string, clientId: string) =>
+    intercomPartnerEntry({ url: baseUrl, serverCaPem, clientId }, ids.get(code)!, {
       complexes: ['north'],
       networks: ['127.0.0.1/32'],
-      certificates: [id.thumbprint],
-      signingKeys: [id.signing.publicJwk as never],
-      encryptionKeys: [id.encryption.publicJwk as never],
-      baseUrl,
-      outbound: { serverCa, clientId },
-    };
-  };
+    });
   return {
     version: 1,
     complexes: [
@@ -97,20 +90,17 @@ before(async () => {
     partners: [{ code: 'intercom-north' }, { code: 'intercom-rogue' }],
     db: await createTestDb(),
     document: async (ids, dataDir) => {
-      const clientCa = await readFile(path.join(dataDir, 'pki', 'service-ca.crt'), 'utf8');
-      smartHomeKey = JSON.parse(await readFile(path.join(dataDir, 'keys', 'response-signing.jwk'), 'utf8'));
-      delete smartHomeKey.d;
+      // What the vendor got at onboarding: our service CA, client-certificate thumbprint, public key.
+      const trust = await smartHomeTrust(dataDir);
       sim = await startIntercomSimulator({
         identity: ids.get('intercom-north')!,
-        clientCa,
-        smartHomeKey,
+        ...trust,
         clientId: 'smart-home-at-north',
         doors: DOORS,
       });
       rogue = await startIntercomSimulator({
         identity: ids.get('intercom-rogue')!,
-        clientCa,
-        smartHomeKey,
+        ...trust,
         clientId: 'smart-home-at-rogue',
         doors: ['door-r'],
       });
