@@ -11,6 +11,7 @@ import { sql } from './db/sql.ts';
 import { AppError } from './errors.ts';
 import { installProblemHandlers, STRICT_AJV } from './http/problem-handler.ts';
 import type { ReplayCache } from './http-signatures/replay-cache.ts';
+import { createIdentity, type Identity } from './identity/identity.ts';
 import type { SigningKey } from './keys/service-keys.ts';
 import type { Logger } from './logger.ts';
 import type { Outbound } from './outbound/outbound.ts';
@@ -49,6 +50,8 @@ export interface AppDeps {
 export interface App {
   publicApp: FastifyInstance;
   partnerApp: FastifyInstance;
+  /** The people's authorization server (issuer, JWKS, housekeeping), mounted on publicApp. */
+  identity: Identity;
   /** The partner directory currently in force, and a way to reload it after a change. */
   directory(): PartnerDirectory;
   reloadDirectory(): Promise<void>;
@@ -192,6 +195,11 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   });
   // Public listener, issue 3: the people's authorization server (/oauth), the access-token check,
   // the resident API (/api/v1), the operator API (/admin/v1) and the API docs (/docs) register here.
+  // The people's authorization server: /oauth/* and /.well-known/* go to oidc-provider before any
+  // body parsing; /oauth/interaction/* are the sign-in pages. `identity.issuer` and `identity.jwks`
+  // are what the access-token check verifies against.
+  const identity = await createIdentity({ config, db: deps.db, cipher: deps.cipher, logger: deps.logger });
+  await identity.mount(publicApp);
   // The operator API (src/admin-api/): the access-token check of src/api-auth/ with the operator role
   // goes first in this context and sets req.principal; the plugin refuses any request without an
   // operator principal itself (401/403), so until the check is wired here every request is refused.
@@ -209,6 +217,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   return {
     publicApp,
     partnerApp,
+    identity,
     directory: () => directory,
     reloadDirectory,
     async close() {

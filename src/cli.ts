@@ -10,6 +10,9 @@ import { exportPartnerKeysAsJwe } from './crypto/key-export.ts';
 import { migrate } from './db/migrate.ts';
 import { openDb } from './db/open-db.ts';
 import { sql } from './db/sql.ts';
+import { createOperator } from './identity/operators.ts';
+import { readPassword } from './identity/read-password.ts';
+import { appendJournal } from './journal/journal.ts';
 import { loadSigningKey } from './keys/service-keys.ts';
 import { certInfo, certThumbprintS256, issueClientCert, issueClientCertFromCsr } from './pki/certificates.ts';
 import { applyDocument } from './registry/apply.ts';
@@ -209,6 +212,37 @@ partner
     await withDb(async (deps) => {
       await retirePartnerKey(deps, code, kid, { type: 'operator', id: 'cli' });
       process.stdout.write(`retired ${kid}\n`);
+    });
+  });
+
+const operator = program
+  .command('operator')
+  .description('operators of PropDevelopment (sign-in to the operator console)');
+operator
+  .command('add')
+  .argument('<login>', 'the operator login: a-z, 0-9, ".", "_", "-"')
+  .description(
+    'create an operator: the password is prompted (or read from the first line of stdin); prints the TOTP otpauth:// URI once',
+  )
+  .action(async (login: string) => {
+    const password = await readPassword();
+    await withDb(async (deps) => {
+      // The operator and its journal entry commit together.
+      const { id, otpauthUri } = await deps.db.transaction(async (tx) => {
+        const created = await createOperator({ db: tx, cipher: deps.cipher }, login, password);
+        await appendJournal(tx, {
+          actorType: 'operator',
+          actorId: 'cli',
+          action: 'registry.operator.create',
+          subjectType: 'operator',
+          subjectId: created.id,
+          result: 'created',
+        });
+        return created;
+      });
+      process.stdout.write(
+        `operator ${login} created (${id})\nadd this TOTP secret to an authenticator app now; it is not shown again:\n${otpauthUri}\n`,
+      );
     });
   });
 

@@ -11,6 +11,7 @@ import type { Db } from './db/db.ts';
 import { migrate } from './db/migrate.ts';
 import { openDb } from './db/open-db.ts';
 import { MemoryReplayCache, RedisReplayCache, type ReplayCache } from './http-signatures/replay-cache.ts';
+import { ensureIdentityMaterial } from './identity/identity.ts';
 import { ensureJwkFile, loadSigningKey } from './keys/service-keys.ts';
 import { createLogger, type Logger } from './logger.ts';
 import { Outbound } from './outbound/outbound.ts';
@@ -36,6 +37,7 @@ export async function ensureDevelopmentMaterial(config: Config): Promise<string[
     created.push(`response-signing key ${config.keys.signingKeyFile}`);
   if (await ensureJwkFile(config.keys.tokenKeyFile, 'ES256'))
     created.push(`token-signing key ${config.keys.tokenKeyFile}`);
+  created.push(...(await ensureIdentityMaterial(config)));
   if (!config.keys.kek && !existsSync(config.keys.kekFile)) {
     await createKekFile(config.keys.kekFile);
     created.push(`key-encryption key ${config.keys.kekFile}`);
@@ -189,6 +191,7 @@ export async function startServer(config: Config, opts: { banner?: boolean } = {
   refresh.unref();
   const housekeeping = setInterval(() => {
     purgeIdempotencyRecords(runtime.db).catch((err) => logger.error({ err }, 'housekeeping failed'));
+    app.identity.purge().catch((err) => logger.error({ err }, 'identity housekeeping failed'));
   }, config.housekeeping.intervalMs);
   housekeeping.unref();
   const close = runtime.close;

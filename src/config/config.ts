@@ -9,7 +9,27 @@ export interface Config {
   log: { level: string };
   database: { url: string | undefined; poolMax: number; pgliteDir: string };
   redis: { url: string | undefined };
-  public: { host: string; port: number; tlsCert: string; tlsKey: string };
+  public: { host: string; port: number; tlsCert: string; tlsKey: string; url: string | undefined };
+  /** The people's authorization server and sign-in (src/identity/). */
+  identity: {
+    tokenKeyFile: string;
+    cookieKeys: string[];
+    dpopNonceSecret: string | undefined;
+    secretsFile: string;
+    clientsFile: string | undefined;
+    accessTokenTtlSeconds: number;
+    authorizationCodeTtlSeconds: number;
+    refreshIdleSeconds: number;
+    refreshAbsoluteSeconds: number;
+    sessionTtlSeconds: number;
+    interactionTtlSeconds: number;
+    otpTtlSeconds: number;
+    otpDigits: number;
+    otpMaxAttempts: number;
+    otpLockoutSeconds: number;
+    operatorMaxFailures: number;
+    operatorLockoutSeconds: number;
+  };
   partner: {
     host: string;
     port: number;
