@@ -17,7 +17,7 @@ import { AppError } from '../../src/errors.ts';
 import { installProblemHandlers, STRICT_AJV } from '../../src/http/problem-handler.ts';
 import { loadSigningKey } from '../../src/keys/service-keys.ts';
 import { Outbound } from '../../src/outbound/outbound.ts';
-import { outboundDoorOpener } from '../../src/resident-api/door-opener.ts';
+import { type DoorOpener, outboundDoorOpener } from '../../src/resident-api/door-opener.ts';
 import { residentApi, residentIdOf } from '../../src/resident-api/routes.ts';
 import { uuidv7 } from '../../src/util/uuid.ts';
 import { createTestDb } from '../support/test-db.ts';
@@ -213,6 +213,22 @@ before(async () => {
       );
     },
     { prefix: '/api/v1' },
+  );
+  // A channel that never answers (it should keep to expiresAt itself): the route's own deadline.
+  const real = outboundDoorOpener(outbound);
+  const stuck: DoorOpener = {
+    async prepare(input) {
+      return { ...(await real.prepare(input)), send: () => new Promise(() => {}) };
+    },
+  };
+  await app.register(
+    async (api) => {
+      await apiAuth({ verifier, requiredRole: 'resident' })(api);
+      await api.register(
+        residentApi({ db: h.runtime.db, cipher: h.runtime.cipher, doors: stuck, guestPassMaxDays: 7 }),
+      );
+    },
+    { prefix: '/stuck/api/v1' },
   );
   // The plugin without the check in front: its own refusal is the second line of defence.
   await app.register(
@@ -419,6 +435,26 @@ describe('POST /api/v1/access-points/{id}/open, against the intercom simulator',
       }
     });
   }
+
+  test('a channel that never answers: the route answers "timeout" at expiresAt and journals it', async () => {
+    const res = await request(`${base}/stuck/api/v1/access-points/${ids['doorB1e1']}/open`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${tokens['anna']}` },
+      dispatcher: agent,
+    });
+    const body = (await res.body.json()) as { status: string; commandId: string };
+    assert.equal(body.status, 'timeout');
+    const entries = await h.runtime.db.query<{ result: string; details: { failure?: string } }>(
+      sql`select result, details from journal where details->>'commandId' = ${body.commandId} order by seq`,
+    );
+    assert.deepEqual(
+      entries.map((e) => [e.result, e.details.failure]),
+      [
+        ['sent', undefined],
+        ['timeout', 'deadline'],
+      ],
+    );
+  });
 
   test('a barrier → 409 not-a-door; a disabled door, or one whose partner takes no commands → 409', async () => {
     const sent = sim.doorRequests;
