@@ -403,6 +403,42 @@ describe('the simulator checks what smart-home sends', () => {
     assert.equal(sim.refusals.at(-1)?.signatureCode, 'ERR_SIG_REPLAY');
   });
 
+  test('the same commandId twice is one command: acted on once, the same answer both times', async () => {
+    const body = Buffer.from(JSON.stringify(command()));
+    const first = signed(body);
+    const a = await post(first.url, first.headers, body);
+    const second = signed(body); // a new signature (new nonce) over the same command
+    const b = await post(second.url, second.headers, body);
+    assert.deepEqual([a.status, b.status], [200, 200]);
+    assert.deepEqual(b.body, a.body);
+    const id = JSON.parse(body.toString())['commandId'];
+    assert.equal(sim.openings.filter((o) => o.commandId === id).length, 1);
+  });
+
+  test('a command past its expiresAt answers expired and opens nothing', async () => {
+    const before = sim.openings.length;
+    const now = Date.now();
+    const late = {
+      ...command(),
+      requestedAt: new Date(now - 20_000).toISOString(),
+      expiresAt: new Date(now - 10_000).toISOString(),
+    };
+    const body = Buffer.from(JSON.stringify(late));
+    const { url, headers } = signed(body);
+    const res = await post(url, headers, body);
+    assert.equal(res.status, 200);
+    assert.equal(res.body['status'], 'expired');
+    assert.equal(sim.openings.length, before);
+  });
+
+  test('a command valid for more than 10 s is refused', async () => {
+    const now = Date.now();
+    const long = { ...command(), expiresAt: new Date(now + 60_000).toISOString() };
+    const body = Buffer.from(JSON.stringify(long));
+    const { url, headers } = signed(body);
+    assert.equal((await post(url, headers, body)).status, 400);
+  });
+
   test('an unsigned command is refused and nothing opens', async () => {
     const before = sim.openings.length;
     const body = Buffer.from(JSON.stringify(command()));
