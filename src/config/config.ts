@@ -80,6 +80,8 @@ export interface Config {
   registry: { refreshMs: number };
   housekeeping: { intervalMs: number };
   barrier: { batchMax: number; batchesInFlight: number };
+  /** The resident API (src/resident-api/). */
+  resident: { guestPassMaxDays: number };
   workers: number;
   /** Options whose value came from a default rather than env or file (production refuses some). */
   defaulted: ReadonlySet<string>;

@@ -617,6 +617,15 @@ export const OPTIONS: readonly OptionSpec[] = [
     doc: 'Barrier decision batches running at once, each holding one database connection. Fewer means larger batches and fewer statements per decision (measured best on 2 cores: 1, see docs/benchmarks.md); raise it when the database is remote or has cores to spare.',
   },
   {
+    env: 'SMART_HOME_GUEST_PASS_MAX_DAYS',
+    key: 'resident.guestPassMaxDays',
+    kind: 'int',
+    default: 7,
+    min: 1,
+    max: 366,
+    doc: 'Longest window of a guest pass a resident issues through the resident API (`POST /api/v1/guest-passes`), in days. Operators provisioning passes are not bound by it.',
+  },
+  {
     env: 'SMART_HOME_WORKERS',
     key: 'workers',
     kind: 'int',
