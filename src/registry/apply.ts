@@ -1,11 +1,8 @@
-import { createHash, randomUUID } from 'node:crypto';
 import type { FieldCipher } from '../crypto/field-cipher.ts';
-import { canonicalisePlate } from '../crypto/plate.ts';
 import type { Db, Queryable } from '../db/db.ts';
 import { sql } from '../db/sql.ts';
 import type { ActorType } from '../journal/journal.ts';
 import { DocumentError, type ProvisioningDocument } from './document.ts';
-import { barrierPartnerKeys, PURPOSE_PLATES, passPlateAad, writePlateTokens } from './plate-tokens.ts';
 import * as registry from './service/index.ts';
 import { type Change, PURPOSE_PII, RegistryError } from './service/index.ts';
 
@@ -30,11 +27,6 @@ export interface ApplySummary {
   changes: string[];
 }
 
-/** Stable id for journal details: a short hash, so even refs never leak into shared projections. */
-const short = (s: string) => createHash('sha256').update(s).digest('base64url').slice(0, 12);
-
-const sameSet = registry.sameSet;
-
 /** The service layer's API field names, as the document names them. */
 const APPLY_FIELDS: Record<string, string> = {
   complexIds: 'complexes',
@@ -43,6 +35,7 @@ const APPLY_FIELDS: Record<string, string> = {
   entranceId: 'entrance',
   partnerId: 'partner',
   apartmentIds: 'apartments',
+  deviceIds: 'devices',
 };
 
 /** Runs one service call for the object at `path`; its errors become document errors at the field. */
@@ -126,17 +119,6 @@ class ApplyContext {
         summary.changes.push(`${c.object} ${c.label} ${c.kind}d`);
       },
     };
-  }
-
-  /** `label` names the object in the operator's summary; the journal gets ids and `details` only. */
-  async journal(
-    kind: 'create' | 'update',
-    object: registry.RegistryObject,
-    subjectId: string,
-    details: Record<string, unknown>,
-    label?: string,
-  ) {
-    await registry.journalChange(this.svc, kind, object, subjectId, details, label);
   }
 
   unchanged() {
@@ -328,7 +310,6 @@ class ApplyContext {
   }
 
   async passes(list: NonNullable<ProvisioningDocument['guestPasses']>) {
-    let partners: Awaited<ReturnType<typeof barrierPartnerKeys>> | undefined;
     for (const [gi, g] of list.entries()) {
       this.progress('guestPasses', gi, list.length);
       const at = `/guestPasses/${gi}`;
@@ -336,85 +317,27 @@ class ApplyContext {
         sql`select id from residents where ref = ${g.issuedBy}`,
       );
       if (!issuer) throw new DocumentError(`${at}/issuedBy`, 'unknown resident');
-      let plate: string;
-      try {
-        plate = canonicalisePlate(g.plate);
-      } catch {
-        throw new DocumentError(`${at}/plate`, 'not a licence plate (contract §5.1)');
-      }
       const deviceIds: string[] = [];
       for (const [i, path] of g.devices.entries()) {
         const [partnerCode, externalId] = path.split('/');
-        const dev = await this.tx.one<{ id: string; kind: string }>(sql`select d.id, d.kind from devices d
+        const dev = await this.tx.one<{ id: string }>(sql`select d.id from devices d
           join partners p on p.id = d.partner_id where p.code = ${partnerCode} and d.external_id = ${externalId}`);
         if (!dev) throw new DocumentError(`${at}/devices/${i}`, 'unknown device');
-        if (dev.kind !== 'barrier')
-          throw new DocumentError(`${at}/devices/${i}`, 'a guest pass opens barriers only');
         deviceIds.push(dev.id);
       }
-      const from = new Date(g.validFrom);
-      const until = new Date(g.validUntil);
-      const revokedWanted = g.revoked ?? false;
-      const cur = await this.tx.one<{
-        id: string;
-        issued_by: string;
-        plate_enc: string;
-        valid_from: Date;
-        valid_until: Date;
-        revoked_at: Date | null;
-      }>(
-        sql`select id, issued_by, plate_enc, valid_from, valid_until, revoked_at from guest_passes where ref = ${g.ref}`,
-      );
-      let id: string;
-      let kind: 'create' | 'update' | undefined;
-      if (!cur) {
-        id = randomUUID();
-        kind = 'create';
-        await this.tx.query(sql`insert into guest_passes (id, ref, issued_by, plate_enc, valid_from, valid_until, revoked_at)
-          values (${id}, ${g.ref}, ${issuer.id}, ${this.cipher.encrypt(PURPOSE_PLATES, passPlateAad(id), plate)},
-          ${from}, ${until}, ${revokedWanted ? new Date() : null})`);
-        partners ??= await barrierPartnerKeys(this.tx, this.cipher);
-        await writePlateTokens(this.tx, { passId: id }, plate, partners);
-      } else {
-        id = cur.id;
-        const curPlate = this.cipher.decrypt(passPlateAad(id), cur.plate_enc);
-        if (
-          cur.issued_by !== issuer.id ||
-          curPlate !== plate ||
-          cur.valid_from.getTime() !== from.getTime() ||
-          cur.valid_until.getTime() !== until.getTime() ||
-          (cur.revoked_at !== null) !== revokedWanted
-        ) {
-          kind = 'update';
-          await this.tx.query(sql`update guest_passes set issued_by = ${issuer.id},
-            plate_enc = ${this.cipher.encrypt(PURPOSE_PLATES, passPlateAad(id), plate)}, valid_from = ${from}, valid_until = ${until},
-            revoked_at = ${revokedWanted ? (cur.revoked_at ?? new Date()) : null} where id = ${id}`);
-          if (curPlate !== plate) {
-            partners ??= await barrierPartnerKeys(this.tx, this.cipher);
-            await writePlateTokens(this.tx, { passId: id }, plate, partners);
-          }
-        }
-      }
-      const curDevices = (
-        await this.tx.query<{ device_id: string }>(
-          sql`select device_id from guest_pass_devices where pass_id = ${id}`,
-        )
-      ).map((x) => x.device_id);
-      if (!sameSet(curDevices, deviceIds)) {
-        kind ??= 'update';
-        await this.tx.query(sql`delete from guest_pass_devices where pass_id = ${id}`);
-        for (const d of deviceIds)
-          await this.tx.query(sql`insert into guest_pass_devices (pass_id, device_id) values (${id}, ${d})`);
-      }
-      if (kind)
-        await this.journal(
-          kind,
-          'guest-pass',
-          id,
-          { ref: short(g.ref), residentId: issuer.id, revoked: revokedWanted },
-          g.ref,
-        );
-      else this.unchanged();
+      const input: registry.GuestPassInput = {
+        ref: g.ref,
+        issuedBy: issuer.id,
+        plate: g.plate,
+        validFrom: new Date(g.validFrom),
+        validUntil: new Date(g.validUntil),
+        deviceIds,
+        revoked: g.revoked ?? false,
+      };
+      const cur = await this.tx.one<{ id: string }>(sql`select id from guest_passes where ref = ${g.ref}`);
+      if (!cur) await atPath(at, () => registry.createGuestPass(this.svc, input), APPLY_FIELDS);
+      else
+        this.count(await atPath(at, () => registry.updateGuestPass(this.svc, cur.id, input), APPLY_FIELDS));
     }
   }
 }
