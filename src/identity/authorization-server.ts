@@ -2,7 +2,13 @@ import { createPrivateKey, createPublicKey } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { FastifyInstance } from 'fastify';
 import type { JWK } from 'jose';
-import Provider, { type Adapter, type ClientMetadata, errors, type KoaContextWithOIDC } from 'oidc-provider';
+import Provider, {
+  type Adapter,
+  type ClientMetadata,
+  errors,
+  interactionPolicy,
+  type KoaContextWithOIDC,
+} from 'oidc-provider';
 import { API_AUDIENCE, ROLE_CLAIM, type Role } from '../api-auth/principal.ts';
 import type { Db } from '../db/db.ts';
 import { sql } from '../db/sql.ts';
@@ -20,6 +26,13 @@ export const PEOPLE_SCOPES = ['openid', 'offline_access'] as const;
  * for it. What a token may do is decided by its `role` claim and, per object, by its subject.
  */
 export const API_SCOPE = 'api';
+/** `acr` of a sign-in, one per role: a session of one role never serves a client of the other. */
+export const ACR: Record<Role, string> = {
+  resident: 'urn:smart-home:acr:phone-otp',
+  operator: 'urn:smart-home:acr:password-totp',
+};
+/** Routes that load the browser session's account (the sign-in check below then decides). */
+const SESSION_ROUTES = new Set(['authorization', 'resume']);
 
 /** Routes of the provider reachable from outside, relative to the prefix (`/authorize/<uid>` is resume). */
 const PROVIDER_ROUTES = [
@@ -146,10 +159,16 @@ export function createPeopleAuthorizationServer(
     // offline_access: all clients are first-party apps that keep the resident signed in.
     issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),
     expiresWithSession: async () => false,
+    // Token and other endpoints: the account must exist in the table of the client's role (a removed
+    // resident or a disabled operator gets no more tokens). Authorization: the provider insists on an
+    // account for any session it finds, so the session's account is taken as is here and the login
+    // check below asks for a new sign-in when it does not belong to this client's role.
     findAccount: async (ctx, id) => {
+      const account = { accountId: id, claims: async () => ({ sub: id }) };
+      if (SESSION_ROUTES.has(ctx.oidc.route ?? '')) return account;
       const role = roles.get(ctx.oidc.client?.clientId ?? '');
       if (!role || !(await accountExists(opts.db, role, id))) return undefined;
-      return { accountId: id, claims: async () => ({ sub: id }) };
+      return account;
     },
     extraTokenClaims: async (_ctx, token) => {
       const role = roles.get(token.clientId ?? '');
@@ -168,7 +187,10 @@ export function createPeopleAuthorizationServer(
       ctx.set('cache-control', 'no-store');
       ctx.body = `<!doctype html><html><head><meta charset="utf-8"><title>${code}</title></head><body><h1>${code}</h1><p>${description}</p></body></html>`;
     },
-    interactions: { url: (_ctx, interaction) => `${OAUTH_PREFIX}/interaction/${interaction.uid}` },
+    interactions: {
+      policy: signInPolicy(opts.db, roles),
+      url: (_ctx, interaction) => `${OAUTH_PREFIX}/interaction/${interaction.uid}`,
+    },
     features: {
       devInteractions: { enabled: false },
       registration: { enabled: false },
@@ -247,6 +269,27 @@ export function createPeopleAuthorizationServer(
       });
     },
   };
+}
+
+/**
+ * The default prompts, with one more login check: a browser session counts only for a client of the
+ * same role (its `acr`) and only while its account still exists (enabled, for operators).
+ */
+function signInPolicy(db: Db, roles: ReadonlyMap<string, Role>) {
+  const policy = interactionPolicy.base();
+  const { Check } = interactionPolicy;
+  policy.get('login')!.checks.add(
+    new Check('smart_home_account', 'the signed-in account cannot use this client', async (ctx) => {
+      const { session, client } = ctx.oidc;
+      if (!session?.accountId) return Check.REQUEST_PROMPT;
+      const role = roles.get(client?.clientId ?? '');
+      if (!role || session.acr !== ACR[role]) return Check.REQUEST_PROMPT;
+      return (await accountExists(db, role, session.accountId))
+        ? Check.NO_NEED_TO_PROMPT
+        : Check.REQUEST_PROMPT;
+    }),
+  );
+  return policy;
 }
 
 function escapeHtml(s: string): string {

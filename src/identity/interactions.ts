@@ -7,7 +7,7 @@ import { API_AUDIENCE, type Role } from '../api-auth/principal.ts';
 import type { FieldCipher } from '../crypto/field-cipher.ts';
 import type { Db } from '../db/db.ts';
 import { appendJournal, type JournalEntry } from '../journal/journal.ts';
-import { API_SCOPE, OAUTH_PREFIX, PEOPLE_SCOPES } from './authorization-server.ts';
+import { ACR, API_SCOPE, OAUTH_PREFIX, PEOPLE_SCOPES } from './authorization-server.ts';
 import type { LockoutPolicy } from './lockout.ts';
 import { verifyOperator } from './operators.ts';
 import { type Locale, type MessageKey, pickLocale, renderPage } from './pages.ts';
@@ -323,7 +323,7 @@ export function interactionRoutes(deps: InteractionDeps) {
         result: r.ok ? 'success' : r.reason,
         details: { clientId: l.clientId },
       });
-      if (r.ok) return complete(reply, l, r.residentId, 'urn:smart-home:acr:phone-otp');
+      if (r.ok) return complete(reply, l, r.residentId, ACR.resident);
       const view = {
         wrong: { status: 400, form: 'code', error: 'errWrongCode' },
         expired: { status: 400, form: 'phone', error: 'errExpired' },
@@ -378,7 +378,7 @@ export function interactionRoutes(deps: InteractionDeps) {
         result: r.ok ? 'success' : r.reason,
         details: { clientId: l.clientId },
       });
-      if (r.ok) return complete(reply, l, r.operatorId, 'urn:smart-home:acr:password-totp');
+      if (r.ok) return complete(reply, l, r.operatorId, ACR.operator);
       return page(reply, r.reason === 'locked' ? 429 : 401, {
         locale: l.locale,
         uid: l.details.uid,

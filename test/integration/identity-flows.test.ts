@@ -585,6 +585,13 @@ describe('operator: password + TOTP', () => {
     const op = await runtime.db.one<{ id: string }>(sql`select id from operators where login = 'duty.ops'`);
     assert.equal(payload.sub, op!.id);
     assert.equal(payload['role'], 'operator');
+    // A disabled operator's refresh token no longer works.
+    await runtime.db.query(sql`update operators set enabled = false where id = ${op!.id}`);
+    try {
+      assert.equal(await tokenError(oidc.refreshTokenGrant(s.config, tokens.refresh_token!)), 'invalid_grant');
+    } finally {
+      await runtime.db.query(sql`update operators set enabled = true where id = ${op!.id}`);
+    }
 
     const again = await openOperatorSignIn();
     const replay = await again.browser.go(`${again.interaction}/operator`, {
@@ -595,6 +602,31 @@ describe('operator: password + TOTP', () => {
     });
     assert.equal(replay.status, 401);
     assert.match(replay.body, /Wrong login, password or code/);
+  });
+
+  test("an operator's sign-in session is never reused for a resident client", async () => {
+    const s = await openOperatorSignIn();
+    // The step after the one the previous test used, so this sign-in is not a replay.
+    const code = hotp(operatorSecret, totpStep(Date.now()) + 1);
+    const done = await s.browser.go(`${s.interaction}/operator`, {
+      csrf: csrfOf(s.page.body),
+      login: 'duty.ops',
+      password: OP_PASSWORD,
+      totp: code,
+    });
+    assert.equal(done.status, 303, done.body);
+    await s.browser.go(done.location!);
+    const config = await discover('web-app');
+    const { url } = await authorizationUrl(config, REDIRECT);
+    const res = await s.browser.go(url.href);
+    assert.equal(res.status, 303);
+    assert.match(
+      res.location!,
+      /^\/oauth\/interaction\//,
+      'a resident sign-in is asked for, no code is issued',
+    );
+    const page = await s.browser.go(res.location!);
+    assert.match(page.body, /name="phone"/);
   });
 
   test('wrong password, unknown login: the same answer; repeated failures lock the login', async () => {
