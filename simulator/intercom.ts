@@ -166,7 +166,20 @@ export async function startIntercomSimulator(opts: IntercomOptions): Promise<Int
   const doors = new Map<string, DoorBehaviour>(
     opts.doors.map((d) => [d, { mode: 'normal', latencyMs: 0, slowMs: 30_000, dropAnswers: 0 }]),
   );
-  const commands = new Map<string, { doorId: string; answer: Promise<Answer> }>();
+  /** Commands by id, for idempotency; forgotten once they can no longer arrive validly (see sweep). */
+  const commands = new Map<string, { doorId: string; expiresAt: number; answer: Promise<Answer> }>();
+  /**
+   * A command can only be acted on before its expiresAt, and a copy arriving later is refused by its
+   * signature's `created` window anyway (60 s): an hour later its record serves no one. Map order is
+   * insertion order, close to expiry order, so sweeping from the front is cheap.
+   */
+  const sweep = () => {
+    const horizon = now() - 3600_000;
+    for (const [id, c] of commands) {
+      if (c.expiresAt > horizon) break;
+      commands.delete(id);
+    }
+  };
   const openings: DoorOpening[] = [];
   const refusals: Refusal[] = [];
   const stopping = new AbortController();
@@ -175,11 +188,13 @@ export async function startIntercomSimulator(opts: IntercomOptions): Promise<Int
   const wait = (ms: number) =>
     new Promise<void>((resolve) => {
       if (ms <= 0) return resolve();
-      const t = setTimeout(resolve, ms);
-      stopping.signal.addEventListener('abort', () => {
+      const done = () => {
         clearTimeout(t);
+        stopping.signal.removeEventListener('abort', done);
         resolve();
-      });
+      };
+      const t = setTimeout(done, ms);
+      stopping.signal.addEventListener('abort', done, { once: true });
     });
 
   const app = Fastify({
@@ -335,7 +350,12 @@ export async function startIntercomSimulator(opts: IntercomOptions): Promise<Int
     }
     if (!entry) {
       const cmd = command;
-      entry = { doorId, answer: execute(doorId, behaviour, cmd.commandId, cmd.subject, expiresAt) };
+      sweep();
+      entry = {
+        doorId,
+        expiresAt,
+        answer: execute(doorId, behaviour, cmd.commandId, cmd.subject, expiresAt),
+      };
       commands.set(command.commandId, entry);
       // A 500 is not an answer to remember: the command may be sent again and then succeed.
       entry.answer.then((a) => {
