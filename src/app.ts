@@ -3,6 +3,8 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import type { JWK } from 'jose';
 import { apiDocs, registerOpenApi } from './admin-api/openapi.ts';
 import { adminApi } from './admin-api/plugin.ts';
+import { createPublicApiVerifier } from './api-auth/from-config.ts';
+import { apiAuth } from './api-auth/hook.ts';
 import { barrierRoutes } from './barrier/decision-route.ts';
 import type { Config } from './config/config.ts';
 import type { FieldCipher } from './crypto/field-cipher.ts';
@@ -200,11 +202,22 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   // are what the access-token check verifies against.
   const identity = await createIdentity({ config, db: deps.db, cipher: deps.cipher, logger: deps.logger });
   await identity.mount(publicApp);
+  // The access-token check of /api/v1 and /admin/v1 (src/api-auth/): tokens of the embedded AS, or only
+  // those of the external IdP when SMART_HOME_EXTERNAL_IDP_ISSUER is set. Each zone applies
+  // `apiAuth({ verifier: apiVerifier, requiredRole })` to its own context, before its routes.
+  const apiVerifier = createPublicApiVerifier({
+    config,
+    db: deps.db,
+    replayCache: deps.replayCache,
+    publicUrl: identity.issuer,
+    embedded: { issuer: identity.issuer, jwks: identity.jwks },
+  });
   // The operator API (src/admin-api/): the access-token check of src/api-auth/ with the operator role
-  // goes first in this context and sets req.principal; the plugin refuses any request without an
-  // operator principal itself (401/403), so until the check is wired here every request is refused.
+  // goes first in this context and sets req.principal; the plugin also refuses any request without an
+  // operator principal itself (401/403), as a second line of defence.
   await publicApp.register(
     async (admin) => {
+      await apiAuth({ verifier: apiVerifier, requiredRole: 'operator' })(admin);
       await admin.register(
         adminApi({ db: deps.db, cipher: deps.cipher, onDirectoryChange: reloadDirectory }),
       );

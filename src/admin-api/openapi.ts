@@ -93,7 +93,7 @@ export function renderOpenApi(doc: unknown): string {
   return `${JSON.stringify(sortKeys(doc), null, 2)}\n`;
 }
 
-const escape = (s: string) =>
+const escapeHtml = (s: string) =>
   s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
 
 /**
@@ -114,10 +114,10 @@ export function apiDocs(apps: { publicApp: FastifyInstance; partnerApp: FastifyI
         const doc = openApiDocument(name, apps) as {
           paths: Record<string, Record<string, { summary?: string }>>;
         };
-        body += `<h2>${escape(OPENAPI_DOCUMENTS[name].title)}</h2>\n<p><a href="/docs/openapi/${name}.json">${name}.json</a> (OpenAPI 3.1)</p>\n<table>\n`;
+        body += `<h2>${escapeHtml(OPENAPI_DOCUMENTS[name].title)}</h2>\n<p><a href="/docs/openapi/${name}.json">${name}.json</a> (OpenAPI 3.1)</p>\n<table>\n`;
         for (const [path, ops] of Object.entries(doc.paths)) {
           for (const [method, op] of Object.entries(ops)) {
-            body += `<tr><td><code>${method.toUpperCase()}</code></td><td><code>${escape(path)}</code></td><td>${escape(op.summary ?? '')}</td></tr>\n`;
+            body += `<tr><td><code>${method.toUpperCase()}</code></td><td><code>${escapeHtml(path)}</code></td><td>${escapeHtml(op.summary ?? '')}</td></tr>\n`;
           }
         }
         body += '</table>\n';

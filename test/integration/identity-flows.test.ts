@@ -588,7 +588,10 @@ describe('operator: password + TOTP', () => {
     // A disabled operator's refresh token no longer works.
     await runtime.db.query(sql`update operators set enabled = false where id = ${op!.id}`);
     try {
-      assert.equal(await tokenError(oidc.refreshTokenGrant(s.config, tokens.refresh_token!)), 'invalid_grant');
+      assert.equal(
+        await tokenError(oidc.refreshTokenGrant(s.config, tokens.refresh_token!)),
+        'invalid_grant',
+      );
     } finally {
       await runtime.db.query(sql`update operators set enabled = true where id = ${op!.id}`);
     }
