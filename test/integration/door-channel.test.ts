@@ -267,7 +267,8 @@ describe('door open over mTLS against the intercom simulator (contract §7)', ()
     const o = outboundWith({ doorCommandTtlMs: 600, retryDelayMs: 50 });
     const r = await o.openDoor({ partner: down, doorExternalId: 'door-ok', residentId });
     assert.equal(r.status, 'timeout');
-    assert.equal(r.reason, 'connect');
+    // The last attempt ends either refused at connect or cut by the deadline, depending on the load.
+    assert.ok(r.reason === 'connect' || r.reason === 'timeout', `reason ${r.reason}`);
     assert.ok(Date.now() >= Date.parse(r.command.expiresAt), 'it gave up only once the command expired');
   });
 
