@@ -175,6 +175,22 @@ export function interactionRoutes(deps: InteractionDeps) {
     return a.length === b.length && timingSafeEqual(a, b);
   }
 
+  /** The sign-in page of this interaction, with a form and an error message. */
+  const show = (
+    reply: FastifyReply,
+    l: Loaded,
+    status: number,
+    form?: 'phone' | 'code' | 'operator',
+    error?: MessageKey,
+  ) =>
+    page(reply, status, {
+      locale: l.locale,
+      uid: l.details.uid,
+      csrf: l.csrf,
+      ...(form ? { form } : {}),
+      ...(error ? { error } : {}),
+    });
+
   /** A validated form of this interaction with a good CSRF token, or an error page. */
   async function form<S extends TSchema>(
     req: FastifyRequest,
@@ -185,17 +201,11 @@ export function interactionRoutes(deps: InteractionDeps) {
     const l = await load(req, reply, body?.['lang']);
     if (!l) return undefined;
     if (!body || !Value.Check(schema, body)) {
-      page(reply, 400, {
-        locale: l.locale,
-        uid: l.details.uid,
-        csrf: l.csrf,
-        form: defaultForm(l),
-        error: 'errRequest',
-      });
+      show(reply, l, 400, defaultForm(l), 'errRequest');
       return undefined;
     }
     if (!csrfOk(req, l.details.uid, String(body['csrf']))) {
-      page(reply, 403, { locale: l.locale, uid: l.details.uid, csrf: l.csrf, error: 'errCsrf' });
+      show(reply, l, 403, undefined, 'errCsrf');
       return undefined;
     }
     return { l, body };
@@ -257,30 +267,17 @@ export function interactionRoutes(deps: InteractionDeps) {
       }
       const form =
         l.role === 'resident' ? ((await deps.otp.pending(details.uid)) ? 'code' : 'phone') : 'operator';
-      return page(reply, 200, { locale: l.locale, uid: details.uid, csrf: l.csrf, form });
+      return show(reply, l, 200, form);
     });
 
     app.post(`${COOKIE_PATH}/:uid/phone`, async (req, reply) => {
       const f = await form(req, reply, PhoneForm);
       if (!f) return reply;
       const { l, body } = f;
-      if (l.role !== 'resident')
-        return page(reply, 400, {
-          locale: l.locale,
-          uid: l.details.uid,
-          csrf: l.csrf,
-          form: 'operator',
-          error: 'errRequest',
-        });
+      if (l.role !== 'resident') return show(reply, l, 400, 'operator', 'errRequest');
       const phone = normalizePhone(body.phone);
       if (!phone) {
-        return page(reply, 400, {
-          locale: l.locale,
-          uid: l.details.uid,
-          csrf: l.csrf,
-          form: 'phone',
-          error: 'errInvalidPhone',
-        });
+        return show(reply, l, 400, 'phone', 'errInvalidPhone');
       }
       const started = await deps.otp.start(l.details.uid, phone, l.locale);
       await journal(req, {
@@ -290,29 +287,16 @@ export function interactionRoutes(deps: InteractionDeps) {
         details: { clientId: l.clientId },
       });
       if (started === 'locked') {
-        return page(reply, 429, {
-          locale: l.locale,
-          uid: l.details.uid,
-          csrf: l.csrf,
-          form: 'phone',
-          error: 'errLocked',
-        });
+        return show(reply, l, 429, 'phone', 'errLocked');
       }
-      return page(reply, 200, { locale: l.locale, uid: l.details.uid, csrf: l.csrf, form: 'code' });
+      return show(reply, l, 200, 'code');
     });
 
     app.post(`${COOKIE_PATH}/:uid/code`, async (req, reply) => {
       const f = await form(req, reply, CodeForm);
       if (!f) return reply;
       const { l, body } = f;
-      if (l.role !== 'resident')
-        return page(reply, 400, {
-          locale: l.locale,
-          uid: l.details.uid,
-          csrf: l.csrf,
-          form: 'operator',
-          error: 'errRequest',
-        });
+      if (l.role !== 'resident') return show(reply, l, 400, 'operator', 'errRequest');
       const r = await deps.otp.verify(l.details.uid, body.code.trim());
       await journal(req, {
         actorType: 'resident',
@@ -331,38 +315,20 @@ export function interactionRoutes(deps: InteractionDeps) {
         'no-challenge': { status: 400, form: 'phone', error: 'errExpired' },
       } as const;
       const v = view[r.reason];
-      return page(reply, v.status, {
-        locale: l.locale,
-        uid: l.details.uid,
-        csrf: l.csrf,
-        form: v.form,
-        error: v.error,
-      });
+      return show(reply, l, v.status, v.form, v.error);
     });
 
     app.post(`${COOKIE_PATH}/:uid/restart`, async (req, reply) => {
       const f = await form(req, reply, RestartForm);
       if (!f) return reply;
-      return page(reply, 200, {
-        locale: f.l.locale,
-        uid: f.l.details.uid,
-        csrf: f.l.csrf,
-        form: defaultForm(f.l),
-      });
+      return show(reply, f.l, 200, defaultForm(f.l));
     });
 
     app.post(`${COOKIE_PATH}/:uid/operator`, async (req, reply) => {
       const f = await form(req, reply, OperatorForm);
       if (!f) return reply;
       const { l, body } = f;
-      if (l.role !== 'operator')
-        return page(reply, 400, {
-          locale: l.locale,
-          uid: l.details.uid,
-          csrf: l.csrf,
-          form: 'phone',
-          error: 'errRequest',
-        });
+      if (l.role !== 'operator') return show(reply, l, 400, 'phone', 'errRequest');
       const r = await verifyOperator(
         { db: deps.db, cipher: deps.cipher, policy: deps.operatorPolicy },
         body.login,
@@ -379,13 +345,8 @@ export function interactionRoutes(deps: InteractionDeps) {
         details: { clientId: l.clientId },
       });
       if (r.ok) return complete(reply, l, r.operatorId, ACR.operator);
-      return page(reply, r.reason === 'locked' ? 429 : 401, {
-        locale: l.locale,
-        uid: l.details.uid,
-        csrf: l.csrf,
-        form: 'operator',
-        error: r.reason === 'locked' ? 'errLocked' : 'errOperator',
-      });
+      const locked = r.reason === 'locked';
+      return show(reply, l, locked ? 429 : 401, 'operator', locked ? 'errLocked' : 'errOperator');
     });
   };
 }
