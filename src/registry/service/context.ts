@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { FieldCipher } from '../../crypto/field-cipher.ts';
 import type { Queryable } from '../../db/db.ts';
+import { sql } from '../../db/sql.ts';
 import { type ActorType, appendJournal } from '../../journal/journal.ts';
 
 /**
@@ -62,6 +63,40 @@ export const short = (s: string) => createHash('sha256').update(s).digest('base6
 export function sameSet(a: readonly string[], b: readonly string[]): boolean {
   const sa = new Set(a);
   return sa.size === new Set(b).size && b.every((x) => sa.has(x));
+}
+
+/** A link table: rows of (owner column, item column), e.g. a resident's apartments. */
+export interface LinkTable {
+  table: string;
+  owner: string;
+  item: string;
+  /** A PostgreSQL type the item is cast to on insert (and read back as text for the comparison). */
+  cast?: 'cidr';
+}
+
+/**
+ * Makes the links of one owner exactly `items` (delete and insert, in the caller's transaction).
+ * Returns false, writing nothing, when they already were.
+ */
+export async function replaceLinks(
+  ctx: RegistryContext,
+  link: LinkTable,
+  ownerId: string,
+  items: readonly string[],
+): Promise<boolean> {
+  const [table, owner, item] = [sql.ident(link.table), sql.ident(link.owner), sql.ident(link.item)];
+  const cur = (
+    await ctx.tx.query<{ v: string }>(
+      sql`select ${item}::text as v from ${table} where ${owner} = ${ownerId}`,
+    )
+  ).map((r) => r.v);
+  if (sameSet(cur, items)) return false;
+  await ctx.tx.query(sql`delete from ${table} where ${owner} = ${ownerId}`);
+  for (const v of new Set(items)) {
+    const value = link.cast === 'cidr' ? sql`${v}::cidr` : sql`${v}`;
+    await ctx.tx.query(sql`insert into ${table} (${owner}, ${item}) values (${ownerId}, ${value})`);
+  }
+  return true;
 }
 
 /** Appends the journal entry of one registry change (action `registry.<object>.<kind>`). */

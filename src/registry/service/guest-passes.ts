@@ -9,7 +9,7 @@ import {
   journalChange,
   notFound,
   type RegistryContext,
-  sameSet,
+  replaceLinks,
   short,
 } from './context.ts';
 
@@ -54,16 +54,12 @@ async function check(ctx: RegistryContext, g: GuestPassInput): Promise<string> {
 }
 
 async function setDevices(ctx: RegistryContext, id: string, deviceIds: string[]): Promise<boolean> {
-  const cur = (
-    await ctx.tx.query<{ device_id: string }>(
-      sql`select device_id from guest_pass_devices where pass_id = ${id}`,
-    )
-  ).map((x) => x.device_id);
-  if (sameSet(cur, deviceIds)) return false;
-  await ctx.tx.query(sql`delete from guest_pass_devices where pass_id = ${id}`);
-  for (const d of new Set(deviceIds))
-    await ctx.tx.query(sql`insert into guest_pass_devices (pass_id, device_id) values (${id}, ${d})`);
-  return true;
+  return replaceLinks(
+    ctx,
+    { table: 'guest_pass_devices', owner: 'pass_id', item: 'device_id' },
+    id,
+    deviceIds,
+  );
 }
 
 const details = (g: GuestPassInput) => ({ ref: short(g.ref), residentId: g.issuedBy, revoked: g.revoked });

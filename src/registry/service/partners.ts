@@ -11,6 +11,7 @@ import {
   notFound,
   type RegistryContext,
   refuseIfReferenced,
+  replaceLinks,
   sameSet,
 } from './context.ts';
 
@@ -166,26 +167,15 @@ async function setPerimeter(ctx: RegistryContext, partnerId: string, complexIds:
     if (!(await ctx.tx.one(sql`select 1 from complexes where id = ${c}`)))
       throw invalid(`complexIds/${i}`, 'unknown complex');
   }
-  const cur = (
-    await ctx.tx.query<{ complex_id: string }>(
-      sql`select complex_id from partner_complexes where partner_id = ${partnerId}`,
-    )
-  ).map((r) => r.complex_id);
-  if (sameSet(cur, complexIds)) return false;
-  await ctx.tx.query(sql`delete from partner_complexes where partner_id = ${partnerId}`);
-  for (const c of new Set(complexIds))
-    await ctx.tx.query(
-      sql`insert into partner_complexes (partner_id, complex_id) values (${partnerId}, ${c})`,
-    );
-  return true;
+  return replaceLinks(
+    ctx,
+    { table: 'partner_complexes', owner: 'partner_id', item: 'complex_id' },
+    partnerId,
+    complexIds,
+  );
 }
 
 async function setNetworks(ctx: RegistryContext, partnerId: string, cidrs: string[]): Promise<boolean> {
-  const cur = (
-    await ctx.tx.query<{ cidr: string }>(
-      sql`select cidr::text as cidr from partner_networks where partner_id = ${partnerId}`,
-    )
-  ).map((r) => r.cidr);
   const normalized: string[] = [];
   for (const [i, n] of cidrs.entries()) {
     const c = n.includes('/') ? n : n.includes(':') ? `${n}/128` : `${n}/32`;
@@ -196,13 +186,12 @@ async function setNetworks(ctx: RegistryContext, partnerId: string, cidrs: strin
       throw invalid(`networks/${i}`, 'not a valid CIDR (host bits must be zero)');
     }
   }
-  if (sameSet(cur, normalized)) return false;
-  await ctx.tx.query(sql`delete from partner_networks where partner_id = ${partnerId}`);
-  for (const c of new Set(normalized))
-    await ctx.tx.query(
-      sql`insert into partner_networks (partner_id, cidr) values (${partnerId}, ${c}::cidr)`,
-    );
-  return true;
+  return replaceLinks(
+    ctx,
+    { table: 'partner_networks', owner: 'partner_id', item: 'cidr', cast: 'cidr' },
+    partnerId,
+    normalized,
+  );
 }
 
 async function setCertificates(
@@ -210,24 +199,18 @@ async function setCertificates(
   partnerId: string,
   thumbprints: string[],
 ): Promise<boolean> {
-  const cur = (
-    await ctx.tx.query<{ thumbprint: string }>(
-      sql`select thumbprint from partner_certificates where partner_id = ${partnerId}`,
-    )
-  ).map((r) => r.thumbprint);
-  if (sameSet(cur, thumbprints)) return false;
   for (const [i, t] of thumbprints.entries()) {
     const other = await ctx.tx.one(
       sql`select 1 from partner_certificates where thumbprint = ${t} and partner_id <> ${partnerId}`,
     );
     if (other) throw conflict(`certificates/${i}`, 'certificate is already registered to another partner');
   }
-  await ctx.tx.query(sql`delete from partner_certificates where partner_id = ${partnerId}`);
-  for (const t of new Set(thumbprints))
-    await ctx.tx.query(
-      sql`insert into partner_certificates (thumbprint, partner_id) values (${t}, ${partnerId})`,
-    );
-  return true;
+  return replaceLinks(
+    ctx,
+    { table: 'partner_certificates', owner: 'partner_id', item: 'thumbprint' },
+    partnerId,
+    thumbprints,
+  );
 }
 
 async function setKeys(
