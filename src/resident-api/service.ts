@@ -13,6 +13,7 @@ import {
   vehiclePlateAad,
   writePlateTokens,
 } from '../registry/plate-tokens.ts';
+import { nameAad, phoneAad } from '../registry/service/residents.ts';
 import {
   DOOR_OUTCOMES,
   DoorNotCommandable,
@@ -35,10 +36,6 @@ export interface ResidentServiceDeps {
   guestPassMaxDays: number;
   now?: () => Date;
 }
-
-// The same AAD as the registry's service layer (src/registry/service/residents.ts) uses for these columns.
-const nameAad = (id: string) => ({ table: 'residents', column: 'full_name_enc', rowId: id });
-const phoneAad = (id: string) => ({ table: 'residents', column: 'phone_enc', rowId: id });
 
 const DAY_MS = 86_400_000;
 

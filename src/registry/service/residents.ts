@@ -11,14 +11,14 @@ import {
   journalChange,
   notFound,
   type RegistryContext,
-  sameSet,
+  replaceLinks,
   short,
 } from './context.ts';
 
 export const PURPOSE_PII = 'pii';
 
-const nameAad = (id: string) => ({ table: 'residents', column: 'full_name_enc', rowId: id });
-const phoneAad = (id: string) => ({ table: 'residents', column: 'phone_enc', rowId: id });
+export const nameAad = (id: string) => ({ table: 'residents', column: 'full_name_enc', rowId: id });
+export const phoneAad = (id: string) => ({ table: 'residents', column: 'phone_enc', rowId: id });
 
 export interface ResidentInput {
   /** The operator's stable key for the resident (not personal data). */
@@ -129,16 +129,12 @@ async function setExternalSubject(ctx: RegistryContext, id: string, subject: str
 }
 
 async function setApartments(ctx: RegistryContext, id: string, apartmentIds: string[]): Promise<boolean> {
-  const cur = (
-    await ctx.tx.query<{ apartment_id: string }>(
-      sql`select apartment_id from resident_apartments where resident_id = ${id}`,
-    )
-  ).map((x) => x.apartment_id);
-  if (sameSet(cur, apartmentIds)) return false;
-  await ctx.tx.query(sql`delete from resident_apartments where resident_id = ${id}`);
-  for (const a of new Set(apartmentIds))
-    await ctx.tx.query(sql`insert into resident_apartments (resident_id, apartment_id) values (${id}, ${a})`);
-  return true;
+  return replaceLinks(
+    ctx,
+    { table: 'resident_apartments', owner: 'resident_id', item: 'apartment_id' },
+    id,
+    apartmentIds,
+  );
 }
 
 /** Brings the resident's vehicles to `plates`, writing each new vehicle's per-partner plate tokens. */
