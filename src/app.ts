@@ -26,6 +26,8 @@ import {
 import { partnerZone, registeredPartner } from './partner-zone/partner-zone.ts';
 import { TokenBucketLimiter } from './partner-zone/rate-limiter.ts';
 import { PartnerDirectory } from './partners/partner-directory.ts';
+import { DoorNotCommandable, type DoorOpener, outboundDoorOpener } from './resident-api/door-opener.ts';
+import { residentApi } from './resident-api/routes.ts';
 import { CidrSet } from './util/cidr.ts';
 import { uuidv7 } from './util/uuid.ts';
 
@@ -223,6 +225,29 @@ export async function buildApp(deps: AppDeps): Promise<App> {
       );
     },
     { prefix: '/admin/v1' },
+  );
+  // The resident API (src/resident-api/): the access-token check with the resident role goes first in
+  // this context; every route then acts only on the token's own resident (BOLA).
+  const doors: DoorOpener = deps.outbound
+    ? outboundDoorOpener(deps.outbound)
+    : {
+        async prepare() {
+          throw new DoorNotCommandable('this instance runs without the outbound partner channel');
+        },
+      };
+  await publicApp.register(
+    async (api) => {
+      await apiAuth({ verifier: apiVerifier, requiredRole: 'resident' })(api);
+      await api.register(
+        residentApi({
+          db: deps.db,
+          cipher: deps.cipher,
+          doors,
+          guestPassMaxDays: config.resident.guestPassMaxDays,
+        }),
+      );
+    },
+    { prefix: '/api/v1' },
   );
   // The API docs: /docs and /docs/openapi/{operator,resident,partner}.json.
   await publicApp.register(apiDocs({ publicApp, partnerApp }));
