@@ -19,6 +19,7 @@ export interface LocalStack {
   runtime: Runtime;
   dataDir: string;
   partnerUrl: string;
+  /** The public listener: also the issuer (`iss`) of resident and operator tokens. */
   publicUrl: string;
   /** PEM of the CA that signed the listeners' certificates (clients pin it). */
   serverCa: string;
@@ -54,11 +55,14 @@ export async function startLocalStack(opts: {
   host?: string;
 }): Promise<LocalStack> {
   const dataDir = await mkdtemp(path.join(tmpdir(), 'smart-home-'));
+  // The people's issuer is https://localhost:<public port> (no SMART_HOME_PUBLIC_URL here): the port
+  // is chosen before the configuration, so `iss`, discovery and DPoP `htu` name where it listens.
+  const publicPort = opts.env?.['SMART_HOME_PUBLIC_PORT'] ?? String(await freePort());
   const config = loadConfig({
     NODE_ENV: 'test',
     LOG_LEVEL: process.env['TEST_LOG_LEVEL'] ?? 'silent',
     SMART_HOME_DATA_DIR: dataDir,
-    SMART_HOME_PUBLIC_PORT: '0',
+    SMART_HOME_PUBLIC_PORT: publicPort,
     SMART_HOME_PARTNER_PORT: '0',
     SMART_HOME_PARTNER_RATE_LIMIT: '1000',
     SMART_HOME_PARTNER_RATE_BURST: '1000',
@@ -78,7 +82,7 @@ export async function startLocalStack(opts: {
   const runtime = await createRuntime(config, undefined, opts.db ? { db: opts.db } : {});
   const { app } = runtime;
   await app.partnerApp.listen({ host: opts.host ?? '127.0.0.1', port: 0 });
-  await app.publicApp.listen({ host: opts.host ?? '127.0.0.1', port: 0 });
+  await app.publicApp.listen({ host: opts.host ?? '127.0.0.1', port: config.public.port });
   const partnerUrl = `https://localhost:${(app.partnerApp.server.address() as { port: number }).port}`;
   const publicUrl = `https://localhost:${(app.publicApp.server.address() as { port: number }).port}`;
   const smartHomeKey = JSON.parse(await readFile(config.keys.signingKeyFile, 'utf8')) as JWK;
