@@ -27,6 +27,10 @@ export interface Config {
     otpDigits: number;
     otpMaxAttempts: number;
     otpLockoutSeconds: number;
+    otpSendWindowSeconds: number;
+    otpSendMaxPerPhone: number;
+    otpSendIntervalSeconds: number;
+    otpSendMaxPerAddress: number;
     operatorMaxFailures: number;
     operatorLockoutSeconds: number;
   };
