@@ -135,7 +135,7 @@ export const OPTIONS: readonly OptionSpec[] = [
     env: 'SMART_HOME_OAUTH_CLIENTS_FILE',
     key: 'identity.clientsFile',
     kind: 'string',
-    doc: 'YAML or JSON file declaring the OAuth clients of residents and operators (mobile app, operator console): client id, role, exact redirect URIs, DPoP requirement; see docs/residents-and-operators.md. Unset: no client can sign anyone in.',
+    doc: 'YAML or JSON file declaring the OAuth clients of residents and operators (mobile app, operator console): client id, role, exact redirect URIs, DPoP requirement; see docs/residents-and-operators.md. Unset: in development `start` creates and uses `{dataDir}/oauth-clients.yaml` (the mobile app and two loopback clients for trying the sign-in by hand); in production no client can sign anyone in.',
   },
   {
     env: 'SMART_HOME_PEOPLE_ACCESS_TOKEN_TTL_S',
