@@ -1,5 +1,6 @@
+import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Redis } from 'ioredis';
 import { type App, buildApp } from './app.ts';
@@ -38,11 +39,60 @@ export async function ensureDevelopmentMaterial(config: Config): Promise<string[
   if (await ensureJwkFile(config.keys.tokenKeyFile, 'ES256'))
     created.push(`token-signing key ${config.keys.tokenKeyFile}`);
   created.push(...(await ensureIdentityMaterial(config)));
+  const clients = developmentClientsFile(config);
+  if (clients && !existsSync(clients)) {
+    await mkdir(path.dirname(clients), { recursive: true, mode: 0o700 });
+    // Several workers may start at once: each writes the same text, the rename is atomic.
+    const tmp = `${clients}.${randomBytes(4).toString('hex')}.tmp`;
+    await writeFile(tmp, DEVELOPMENT_CLIENTS, { mode: 0o644, flag: 'wx' });
+    await rename(tmp, clients);
+    created.push(`OAuth clients for residents and operators ${clients}`);
+  }
   if (!config.keys.kek && !existsSync(config.keys.kekFile)) {
     await createKekFile(config.keys.kekFile);
     created.push(`key-encryption key ${config.keys.kekFile}`);
   }
   return created;
+}
+
+/**
+ * The OAuth clients a fresh development instance offers, so a newcomer can sign a resident or an
+ * operator in (docs/residents-and-operators.md): the mobile app as examples/oauth-clients.yaml declares
+ * it, and two clients for trying the flow by hand whose redirect URI is a loopback address nothing
+ * listens on (the browser's address bar shows the code). Public clients only: there is no secret here.
+ */
+const DEVELOPMENT_CLIENTS = `# Created by \`npm start\` because SMART_HOME_OAUTH_CLIENTS_FILE is unset (development only; production
+# starts with no client until the option names a file). Edit it, or set the option to a file of your own.
+# Reference: docs/residents-and-operators.md.
+clients:
+  # The residents' mobile app (simulator/resident-app.ts): PKCE S256, DPoP-bound tokens.
+  - clientId: mobile-app
+    role: resident
+    redirectUris: ["ru.propdevelopment.smarthome:/oauth/callback"]
+    dpopBoundAccessTokens: true
+  # Trying the sign-in by hand (browser + curl): bearer tokens, the code lands on a loopback URL.
+  - clientId: dev-resident
+    role: resident
+    redirectUris: ["http://127.0.0.1:8765/callback"]
+  - clientId: dev-operator
+    role: operator
+    redirectUris: ["http://127.0.0.1:8765/callback"]
+`;
+
+/** Where the development OAuth clients live: only outside production and when the option is unset. */
+export function developmentClientsFile(config: Config): string | undefined {
+  if (config.env === 'production' || config.identity.clientsFile) return undefined;
+  return path.join(config.dataDir, 'oauth-clients.yaml');
+}
+
+/**
+ * The configuration `start` serves with: in development without SMART_HOME_OAUTH_CLIENTS_FILE, the
+ * clients file {@link ensureDevelopmentMaterial} created. Production is returned unchanged.
+ */
+export function withDevelopmentClients(config: Config): Config {
+  const file = developmentClientsFile(config);
+  if (!file || !existsSync(file)) return config;
+  return Object.freeze({ ...config, identity: Object.freeze({ ...config.identity, clientsFile: file }) });
 }
 
 export async function loadKek(config: Config): Promise<Kek> {
@@ -173,10 +223,11 @@ export async function createRuntime(
 }
 
 /** `smart-home start`: both listeners up, registry refreshed periodically, graceful shutdown. */
-export async function startServer(config: Config, opts: { banner?: boolean } = {}): Promise<Runtime> {
-  const logger = createLogger({ level: config.log.level });
-  const created = await ensureDevelopmentMaterial(config);
+export async function startServer(given: Config, opts: { banner?: boolean } = {}): Promise<Runtime> {
+  const logger = createLogger({ level: given.log.level });
+  const created = await ensureDevelopmentMaterial(given);
   for (const what of created) logger.warn(`created ${what} (development only)`);
+  const config = withDevelopmentClients(given);
   const runtime = await createRuntime(config, logger);
   const { app } = runtime;
   await app.partnerApp.listen({ host: config.partner.host, port: config.partner.port });
@@ -212,6 +263,7 @@ export async function startServer(config: Config, opts: { banner?: boolean } = {
         `  database                 ${config.database.url ? 'PostgreSQL (DATABASE_URL)' : `embedded PGlite in ${config.database.pgliteDir}`}`,
         `  signature nonces         ${config.redis.url ? 'Redis (REDIS_URL)' : 'in memory'}`,
         `  PKI and keys             ${config.env === 'production' ? 'from configuration' : `${config.dataDir}/pki, ${config.dataDir}/keys (development only)`}`,
+        `  sign-in (OAuth) clients  ${config.identity.clientsFile ?? 'none (set SMART_HOME_OAUTH_CLIENTS_FILE)'}   docs/residents-and-operators.md`,
         '  provision with           npm run smart-home -- apply examples/provisioning.yaml',
         '',
       ].join('\n'),
