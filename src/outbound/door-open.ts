@@ -60,6 +60,13 @@ export interface DoorOpenResult {
   /** Requests actually sent (0 when the command expired before it could be). */
   attempts: number;
   reason?: DoorFailureReason;
+  /**
+   * ms spent waiting on the partner (performance.now()): its token endpoint when the cached token is
+   * renewed, each request from handing it to the HTTP client until the answer's last byte (or the
+   * failure), and pauses before a retry. Our own work (signing, verifying, parsing) is not in it; the
+   * `partner` metric of the door-open route's Server-Timing header.
+   */
+  partnerMs: number;
 }
 
 const RFC3339 = '^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}(\\.\\d{1,9})?(Z|[+-]\\d{2}:\\d{2})$';
@@ -127,11 +134,22 @@ export async function sendDoorCommand(
   const path = doorPath(command.doorExternalId);
   let attempts = 0;
   let retriedAfter401 = false;
+  let partnerMs = 0;
+  /** Awaits something the partner decides the duration of, adding it to partnerMs. */
+  const waitOn = async <R>(p: Promise<R>): Promise<R> => {
+    const t0 = performance.now();
+    try {
+      return await p;
+    } finally {
+      partnerMs += performance.now() - t0;
+    }
+  };
   const end = (status: DoorOutcome, extra: Partial<DoorOpenResult> = {}): DoorOpenResult => ({
     status,
     command,
     attempts,
     ...extra,
+    partnerMs,
   });
 
   let unreachable = false;
@@ -147,12 +165,12 @@ export async function sendDoorCommand(
     if (now() >= deadline) return outOfTime();
     let token: string;
     try {
-      token = await channel.token(deadline);
+      token = await waitOn(channel.token(deadline));
     } catch (err) {
       const e = err as OutboundError;
       if (e.code === 'ERR_OUTBOUND_CONNECT') {
         unreachable = true;
-        await pause(Math.min(opts.retryDelayMs, deadline - now()));
+        await waitOn(pause(Math.min(opts.retryDelayMs, deadline - now())));
         continue;
       }
       if (e.code === 'ERR_OUTBOUND_TIMEOUT') return end('timeout', { reason: 'timeout' });
@@ -164,15 +182,19 @@ export async function sendDoorCommand(
     attempts++;
     unreachable = false;
     let answer: Awaited<ReturnType<PartnerChannel['post']>>;
+    const sentAt = performance.now();
     try {
       answer = await channel.post(path, body, token, deadline);
+      partnerMs += answer.exchangeMs;
     } catch (err) {
+      // No answer to take the exchange from: the whole attempt was spent on the partner.
+      partnerMs += performance.now() - sentAt;
       if (!(err instanceof OutboundError)) throw err;
       switch (err.code) {
         case 'ERR_OUTBOUND_CONNECT':
           // The partner may or may not have received it; the same commandId makes a retry safe.
           unreachable = true;
-          await pause(Math.min(opts.retryDelayMs, deadline - now()));
+          await waitOn(pause(Math.min(opts.retryDelayMs, deadline - now())));
           continue;
         case 'ERR_OUTBOUND_TIMEOUT':
           return end('timeout', { reason: 'timeout' });

@@ -61,6 +61,11 @@ export interface SignedAnswer {
   body: Buffer;
   /** kid of the partner key that signed the answer. */
   keyid: string;
+  /**
+   * ms spent waiting on the partner (performance.now()): from handing the signed request to the HTTP
+   * client until the answer's last byte. Our signing before and verification after are not in it.
+   */
+  exchangeMs: number;
 }
 
 const TokenResponse = T.Object(
@@ -250,6 +255,8 @@ export class PartnerChannel {
     let status: number;
     let resHeaders: Record<string, string | string[] | undefined>;
     let received: Buffer;
+    const sentAt = performance.now();
+    let exchangeMs: number;
     try {
       const res = await request(targetUri, {
         method: 'POST',
@@ -261,6 +268,7 @@ export class PartnerChannel {
       status = res.statusCode;
       resHeaders = res.headers;
       received = await readLimited(res.body);
+      exchangeMs = performance.now() - sentAt;
     } catch (err) {
       throw classifyTransportError(err, ctl.signal.aborted);
     } finally {
@@ -279,7 +287,7 @@ export class PartnerChannel {
     if (!verified.ok) {
       throw new OutboundError('ERR_OUTBOUND_SIGNATURE', `answer refused: ${verified.code}`);
     }
-    return { status, body: received, keyid: verified.keyid };
+    return { status, body: received, keyid: verified.keyid, exchangeMs };
   }
 
   async close(): Promise<void> {

@@ -18,13 +18,22 @@ export const DOOR_OUTCOMES: readonly DoorOutcome[] = [
   'partner_error',
 ];
 
+export interface DoorSendResult {
+  status: DoorOutcome;
+  failure?: string | undefined;
+  partnerMs?: number | undefined;
+}
+
 export interface PreparedDoorCommand {
   /** UUIDv7; the partner treats a repeated id as the same command (§7). */
   commandId: string;
   requestedAt: Date;
   expiresAt: Date;
-  /** Sends the command; resolves with its outcome by `expiresAt`. `failure` is for the journal only. */
-  send(): Promise<{ status: DoorOutcome; failure?: string | undefined }>;
+  /**
+   * Sends the command; resolves with its outcome by `expiresAt`. `failure` is for the journal only;
+   * `partnerMs` is the time spent waiting on the partner (Server-Timing `partner`), when known.
+   */
+  send(): Promise<DoorSendResult>;
 }
 
 export interface DoorOpener {
@@ -66,7 +75,7 @@ export function outboundDoorOpener(outbound: Pick<Outbound, 'prepareDoorOpen' | 
         expiresAt: new Date(cmd.expiresAt),
         async send() {
           const r = await outbound.sendDoorOpen(cmd);
-          return { status: r.status, failure: r.reason };
+          return { status: r.status, failure: r.reason, partnerMs: r.partnerMs };
         },
       };
     },

@@ -19,6 +19,7 @@ import {
   DoorNotCommandable,
   type DoorOpener,
   type DoorOutcome,
+  type DoorSendResult,
   type PreparedDoorCommand,
 } from './door-opener.ts';
 
@@ -149,6 +150,8 @@ export function createResidentService(deps: ResidentServiceDeps) {
   /**
    * Contract §7 from our side: journal the request (committed before anything is sent), command the
    * partner, journal the outcome in its own transaction. The answer comes by `expiresAt` at the latest.
+   * `partnerMs` is the time spent waiting on the partner (the route's Server-Timing `partner`): the
+   * channel's own measure, or the whole wait for the answer when the channel gives none.
    */
   async function openDoor(residentId: string, deviceId: string, requestId: string) {
     const d = await accessPoint(db, residentId, deviceId);
@@ -183,7 +186,10 @@ export function createResidentService(deps: ResidentServiceDeps) {
         details: { commandId: cmd.commandId, expiresAt: cmd.expiresAt.toISOString() },
       }),
     );
-    const { status, failure } = await withDeadline(cmd.send(), cmd.expiresAt);
+    const sentAt = performance.now();
+    const sent = await withDeadline(cmd.send(), cmd.expiresAt);
+    const partnerMs = sent.partnerMs ?? performance.now() - sentAt;
+    const { status, failure } = sent;
     const at = now();
     await db.transaction((tx) =>
       journal(tx, residentId, requestId, {
@@ -193,14 +199,14 @@ export function createResidentService(deps: ResidentServiceDeps) {
         details: { commandId: cmd.commandId, ...(failure ? { failure } : {}) },
       }),
     );
-    return { commandId: cmd.commandId, accessPointId: d.id, status, at: at.toISOString() };
+    return {
+      result: { commandId: cmd.commandId, accessPointId: d.id, status, at: at.toISOString() },
+      partnerMs,
+    };
   }
 
   /** The channel keeps to `expiresAt` itself; this is the resident API's own guarantee of it. */
-  async function withDeadline(
-    p: Promise<{ status: DoorOutcome; failure?: string | undefined }>,
-    deadline: Date,
-  ): Promise<{ status: DoorOutcome; failure?: string | undefined }> {
+  async function withDeadline(p: Promise<DoorSendResult>, deadline: Date): Promise<DoorSendResult> {
     let timer: NodeJS.Timeout | undefined;
     const late = new Promise<{ status: DoorOutcome; failure: string }>((resolve) => {
       timer = setTimeout(
@@ -209,11 +215,13 @@ export function createResidentService(deps: ResidentServiceDeps) {
       );
     });
     try {
-      const r = await Promise.race([
+      const r: DoorSendResult = await Promise.race([
         p.catch(() => ({ status: 'partner_error' as const, failure: 'exception' })),
         late,
       ]);
-      return DOOR_OUTCOMES.includes(r.status) ? r : { status: 'partner_error', failure: 'invalid_outcome' };
+      return DOOR_OUTCOMES.includes(r.status)
+        ? r
+        : { status: 'partner_error', failure: 'invalid_outcome', partnerMs: r.partnerMs };
     } finally {
       clearTimeout(timer);
     }

@@ -81,6 +81,15 @@ async function call(
 
 const tokens: Record<string, string> = {};
 
+/** The door-open route's `Server-Timing`: `partner;dur=<ms>, total;dur=<ms>`, exactly. */
+function serverTimingOf(headers: Record<string, unknown>): { partner: number; total: number } {
+  const value = headers['server-timing'];
+  assert.equal(typeof value, 'string', 'a Server-Timing header');
+  const m = /^partner;dur=(\d+(?:\.\d+)?), total;dur=(\d+(?:\.\d+)?)$/.exec(value as string);
+  assert.ok(m, `Server-Timing as documented: ${String(value)}`);
+  return { partner: Number(m[1]), total: Number(m[2]) };
+}
+
 const device = async (partner: string, externalId: string) =>
   (await h.runtime.db.one<{ id: string }>(
     sql`select d.id from devices d join partners p on p.id = d.partner_id
@@ -403,6 +412,9 @@ describe('POST /api/v1/access-points/{id}/open, against the intercom simulator',
         assert.equal(res.status, 200);
         assert.equal(res.body.status, c.outcome);
         assert.equal(res.body.accessPointId, ids['doorB1e1']);
+        const timing = serverTimingOf(res.headers);
+        assert.ok(timing.partner > 0, 'a partner that was called took some time');
+        assert.ok(timing.partner <= timing.total, `partner ≤ total: ${String(res.headers['server-timing'])}`);
         assert.equal(sim.openings.length, openings + (c.opens ? 1 : 0));
         if (c.opens) {
           const opening = sim.openings.at(-1)!;
@@ -444,6 +456,9 @@ describe('POST /api/v1/access-points/{id}/open, against the intercom simulator',
     });
     const body = (await res.body.json()) as { status: string; commandId: string };
     assert.equal(body.status, 'timeout');
+    // A channel that reports no partner time: the whole wait for its answer is counted as the partner's.
+    const timing = serverTimingOf(res.headers);
+    assert.ok(timing.partner > 0 && timing.partner <= timing.total, String(res.headers['server-timing']));
     const entries = await h.runtime.db.query<{ result: string; details: { failure?: string } }>(
       sql`select result, details from journal where details->>'commandId' = ${body.commandId} order by seq`,
     );
