@@ -67,7 +67,7 @@ describe('integrating leaves into tiles', () => {
     const store = new Map<string, Tile>();
     const leaves: Buffer[] = [];
     let size = 0;
-    let root = Buffer.alloc(0);
+    let root: Buffer = Buffer.alloc(0);
     for (const n of batches) {
       const add = Array.from({ length: n }, () => leafHash(randomBytes(12)));
       const rightmost = partialTiles(size).map((p) => store.get(`${p.level}/${p.index}`)!);
