@@ -258,10 +258,10 @@ export const OPTIONS: readonly OptionSpec[] = [
     env: 'SMART_HOME_OTP_SEND_MAX_PER_ADDRESS',
     key: 'identity.otpSendMaxPerAddress',
     kind: 'int',
-    default: 20,
+    default: 100,
     min: 1,
     max: 100000,
-    doc: 'Sign-in codes that may be requested from one client address (an IPv6 client by its /64) per window, whatever the numbers. The public listener trusts no forwarded header, so behind a reverse proxy this counts the proxy’s address: raise it there, or rely on the proxy’s own limits.',
+    doc: 'Sign-in codes that may be requested from one client address (an IPv6 client by its /64) per window, whatever the numbers: one client cannot text the whole register. Generous by default because mobile carriers put many subscribers behind one IPv4 address (CGNAT). The public listener trusts no forwarded header, so behind a reverse proxy this counts the proxy’s address: raise it there, or rely on the proxy’s own limits.',
   },
   {
     env: 'SMART_HOME_OPERATOR_MAX_FAILURES',
