@@ -8,6 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import { createLocalJWKSet, decodeJwt, jwtVerify } from 'jose';
 import * as oidc from 'openid-client';
 import { Agent, request, fetch as undiciFetch } from 'undici';
+import { Browser, csrfOf, residentSignInWalk } from '../../simulator/resident-app.ts';
 import { loadConfig } from '../../src/config/config.ts';
 import { sql } from '../../src/db/sql.ts';
 import { createOperator } from '../../src/identity/operators.ts';
@@ -51,70 +52,15 @@ async function discover(clientId: string, secret?: string) {
   );
 }
 
-/** A browser without JavaScript: follows nothing by itself, keeps cookies. */
-class Browser {
-  readonly jar = new Map<string, string>();
-  readonly acceptLanguage: string;
-  constructor(acceptLanguage = 'en') {
-    this.acceptLanguage = acceptLanguage;
-  }
-  async go(url: string, form?: Record<string, string>) {
-    const res = await request(new URL(url, issuer), {
-      method: form ? 'POST' : 'GET',
-      dispatcher: agent,
-      headers: {
-        cookie: [...this.jar].map(([k, v]) => `${k}=${v}`).join('; '),
-        'accept-language': this.acceptLanguage,
-        ...(form ? { 'content-type': 'application/x-www-form-urlencoded' } : {}),
-      },
-      ...(form ? { body: new URLSearchParams(form).toString() } : {}),
-    });
-    const setCookie = res.headers['set-cookie'];
-    for (const c of Array.isArray(setCookie) ? setCookie : setCookie ? [setCookie] : []) {
-      const [pair = ''] = c.split(';');
-      const eq = pair.indexOf('=');
-      const name = pair.slice(0, eq);
-      const value = pair.slice(eq + 1);
-      if (value === '' || /expires=Thu, 01 Jan 1970/i.test(c)) this.jar.delete(name);
-      else this.jar.set(name, value);
-    }
-    const body = await res.body.text();
-    const location = res.headers.location as string | undefined;
-    return { status: res.statusCode, body, location };
-  }
-}
-
-function csrfOf(html: string): string {
-  const m = /name="csrf" value="([^"]+)"/.exec(html);
-  assert.ok(m, 'the page carries a CSRF token');
-  return m[1]!;
-}
+const newBrowser = (lang = 'en') => new Browser(issuer, agent, lang);
 
 function nextCode(): Promise<string> {
   return new Promise((resolve) => consoleOtpOutbox.once('code', ({ code }) => resolve(code)));
 }
 
 /** Authorization request → sign-in pages → the redirect back to the client (its URL). */
-async function residentSignIn(authUrl: URL, browser = new Browser()): Promise<URL> {
-  const start = await browser.go(authUrl.href);
-  assert.equal(start.status, 303, start.body);
-  const interaction = start.location!;
-  assert.match(interaction, /^\/oauth\/interaction\/[A-Za-z0-9_-]+$/);
-  const phonePage = await browser.go(interaction);
-  assert.equal(phonePage.status, 200);
-  assert.match(phonePage.body, /name="phone"/);
-  const code = nextCode();
-  const codePage = await browser.go(`${interaction}/phone`, {
-    csrf: csrfOf(phonePage.body),
-    phone: '8 (912) 345-67-89',
-  });
-  assert.equal(codePage.status, 200, codePage.body);
-  assert.match(codePage.body, /name="code"/);
-  const done = await browser.go(`${interaction}/code`, { csrf: csrfOf(codePage.body), code: await code });
-  assert.equal(done.status, 303, done.body);
-  const resumed = await browser.go(done.location!);
-  assert.equal(resumed.status, 303, resumed.body);
-  return new URL(resumed.location!);
+function residentSignIn(authUrl: URL, browser = newBrowser()): Promise<URL> {
+  return residentSignInWalk(browser, authUrl, '8 (912) 345-67-89', nextCode);
 }
 
 async function authorizationUrl(
@@ -356,7 +302,7 @@ describe('resident: refused authorization and token requests', () => {
     const config = await discover('web-app');
     for (const redirect of [`${REDIRECT}/x`, `${REDIRECT}?a=1`, 'https://evil.example/callback']) {
       const { url } = await authorizationUrl(config, redirect);
-      const res = await new Browser().go(url.href);
+      const res = await newBrowser().go(url.href);
       assert.equal(res.status, 400, redirect);
       assert.equal(res.location, undefined);
       assert.match(res.body, /redirect_uri/);
@@ -373,7 +319,7 @@ describe('resident: refused authorization and token requests', () => {
     });
     const none = oidc.buildAuthorizationUrl(config, { redirect_uri: REDIRECT, scope: 'openid' });
     for (const url of [plain, none]) {
-      const res = await new Browser().go(url.href);
+      const res = await newBrowser().go(url.href);
       assert.equal(res.status, 303);
       const back = new URL(res.location!);
       assert.equal(back.origin + back.pathname, REDIRECT);
@@ -434,7 +380,7 @@ describe('resident: refused authorization and token requests', () => {
 async function openResidentSignIn(lang = 'en') {
   const config = await discover('web-app');
   const { url } = await authorizationUrl(config, REDIRECT);
-  const browser = new Browser(lang);
+  const browser = newBrowser(lang);
   const start = await browser.go(url.href);
   const interaction = start.location!;
   const page = await browser.go(interaction);
@@ -557,7 +503,7 @@ describe('operator: password + TOTP', () => {
   async function openOperatorSignIn() {
     const config = await discover('operator-console', 'console-secret-console-secret-console-secret');
     const { url, verifier, state } = await authorizationUrl(config, REDIRECT);
-    const browser = new Browser();
+    const browser = newBrowser();
     const start = await browser.go(url.href);
     const interaction = start.location!;
     const page = await browser.go(interaction);
