@@ -1,15 +1,18 @@
 /**
  * The README's "by hand" walk-through, command by command, as a newcomer would type it: the partner
- * simulator's keys and CSR, our CA issuing its certificate, `apply`, the key ceremony, `start`, and
- * camera reads — each a separate process on a fresh data directory.
+ * simulator's keys and CSR, our CA issuing its certificate, `apply`, the key ceremony, `start`,
+ * camera reads, and the start of a resident's sign-in through the development OAuth clients — each a
+ * separate process on a fresh data directory.
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { promisify } from 'node:util';
+import { Agent, request } from 'undici';
 
 const run = promisify(execFile);
 let dir: string;
@@ -81,14 +84,15 @@ test('onboarding, provisioning, key ceremony and a camera read, through the CLIs
     env: env(),
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  const port = await new Promise<string>((resolve, reject) => {
-    let err = '';
+  let banner = '';
+  const [port, publicPort] = await new Promise<[string, string]>((resolve, reject) => {
     server!.stderr!.on('data', (d) => {
-      err += d;
-      const m = /partner listener \(mTLS\) +https:\/\/127\.0\.0\.1:(\d+)/.exec(err);
-      if (m) resolve(m[1]!);
+      banner += d;
+      const m = /partner listener \(mTLS\) +https:\/\/127\.0\.0\.1:(\d+)/.exec(banner);
+      const p = /public listener +https:\/\/127\.0\.0\.1:(\d+)/.exec(banner);
+      if (m && p && banner.includes('provision with')) resolve([m[1]!, p[1]!]);
     });
-    server!.once('exit', (code) => reject(new Error(`start exited with ${code}: ${err}`)));
+    server!.once('exit', (code) => reject(new Error(`start exited with ${code}: ${banner}`)));
   });
   // While the service holds the embedded database, a second process is refused instead of corrupting it.
   await assert.rejects(smartHome('apply', 'examples/provisioning.yaml'), /in use by process/);
@@ -104,4 +108,46 @@ test('onboarding, provisioning, key ceremony and a camera read, through the CLIs
   );
   assert.match(await read('gate-1', 'Т001ТТ77'), /"decision":"deny","reason":"not_registered"/);
   assert.match(await read('gate-yug', 'А123ВС77'), /^404 .*not-found/);
+
+  // Without SMART_HOME_OAUTH_CLIENTS_FILE a fresh development instance offers sign-in clients: a
+  // newcomer's authorization request (PKCE S256) reaches the resident's phone form.
+  assert.match(banner, /sign-in \(OAuth\) clients +\S*data\/oauth-clients\.yaml/);
+  const agent = new Agent({
+    connect: { ca: await readFile(path.join(dir, 'data', 'pki', 'service-ca.crt'), 'utf8') },
+  });
+  try {
+    const base = `https://localhost:${publicPort}`;
+    const authorize = (clientId: string) =>
+      request(
+        `${base}/oauth/authorize?${new URLSearchParams({
+          client_id: clientId,
+          response_type: 'code',
+          scope: 'openid offline_access api',
+          redirect_uri: 'http://127.0.0.1:8765/callback',
+          code_challenge: createHash('sha256').update('v'.repeat(64)).digest('base64url'),
+          code_challenge_method: 'S256',
+          state: 'try1',
+        })}`,
+        { dispatcher: agent },
+      );
+    const started = await authorize('dev-resident');
+    await started.body.dump();
+    assert.equal(started.statusCode, 303);
+    const interaction = String(started.headers.location);
+    assert.match(interaction, /^\/oauth\/interaction\/[A-Za-z0-9_-]+$/);
+    const setCookie = started.headers['set-cookie'];
+    const cookies = (Array.isArray(setCookie) ? setCookie : [String(setCookie)]).map((c) => c.split(';')[0]);
+    const page = await request(`${base}${interaction}`, {
+      dispatcher: agent,
+      headers: { cookie: cookies.join('; '), 'accept-language': 'en' },
+    });
+    assert.equal(page.statusCode, 200);
+    assert.match(await page.body.text(), /name="phone"/);
+    // A client the file does not declare is refused on the spot.
+    const unknown = await authorize('no-such-app');
+    assert.equal(unknown.statusCode, 400);
+    assert.match(await unknown.body.text(), /invalid_client/);
+  } finally {
+    await agent.close();
+  }
 });
