@@ -14,6 +14,7 @@ import { csrfSecretFrom, interactionRoutes } from './interactions.ts';
 import { createConsoleOtpSender, type OtpSender } from './otp-sender.ts';
 import { purgeExpiredOidcModels } from './pg-adapter.ts';
 import { ResidentOtp } from './resident-otp.ts';
+import { purgeSendLimits } from './send-limits.ts';
 
 export class IdentityConfigError extends Error {
   readonly code = 'ERR_IDENTITY_CONFIG';
@@ -33,7 +34,7 @@ export type Identity = {
   authorizationServer: PeopleAuthorizationServer;
   /** Registers /oauth/* (provider), /.well-known/* discovery and the sign-in pages on the public listener. */
   mount(app: FastifyInstance): Promise<void>;
-  /** Housekeeping: expired provider state, sign-in codes and stale failure counters. */
+  /** Housekeeping: expired provider state, sign-in codes, stale failure and send counters. */
   purge(): Promise<number>;
 };
 
@@ -156,6 +157,12 @@ export async function createIdentity(deps: {
   // public listener, so it serves TLS itself and trusts no forwarded header.
   authorizationServer.provider.proxy = false;
 
+  const sendPolicy = {
+    windowSeconds: id.otpSendWindowSeconds,
+    perPhone: id.otpSendMaxPerPhone,
+    phoneIntervalSeconds: id.otpSendIntervalSeconds,
+    perAddress: id.otpSendMaxPerAddress,
+  };
   const otp = new ResidentOtp({
     db,
     cipher,
@@ -165,6 +172,7 @@ export async function createIdentity(deps: {
       digits: id.otpDigits,
       maxFailures: id.otpMaxAttempts,
       lockoutSeconds: id.otpLockoutSeconds,
+      sends: sendPolicy,
     },
   });
 
@@ -186,6 +194,9 @@ export async function createIdentity(deps: {
         }),
       );
     },
-    purge: () => purgeExpiredOidcModels(db, Math.max(id.otpLockoutSeconds, id.operatorLockoutSeconds)),
+    async purge() {
+      await purgeSendLimits(db, sendPolicy);
+      return purgeExpiredOidcModels(db, Math.max(id.otpLockoutSeconds, id.operatorLockoutSeconds));
+    },
   };
 }

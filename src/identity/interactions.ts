@@ -279,7 +279,8 @@ export function interactionRoutes(deps: InteractionDeps) {
       if (!phone) {
         return show(reply, l, 400, 'phone', 'errInvalidPhone');
       }
-      const started = await deps.otp.start(l.details.uid, phone, l.locale);
+      // The TCP peer: the public listener trusts no forwarded header (see SMART_HOME_OTP_SEND_MAX_PER_ADDRESS).
+      const started = await deps.otp.start(l.details.uid, phone, l.locale, req.ip);
       await journal(req, {
         actorType: 'resident',
         action: 'auth.resident.code_requested',
@@ -288,6 +289,11 @@ export function interactionRoutes(deps: InteractionDeps) {
       });
       if (started === 'locked') {
         return show(reply, l, 429, 'phone', 'errLocked');
+      }
+      if (started === 'throttled') {
+        // A code sent earlier in this sign-in may still be valid: keep its form.
+        const form = (await deps.otp.pending(l.details.uid)) ? 'code' : 'phone';
+        return show(reply, l, 429, form, 'errTooManyCodes');
       }
       return show(reply, l, 200, 'code');
     });

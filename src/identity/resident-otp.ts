@@ -5,12 +5,15 @@ import { sql } from '../db/sql.ts';
 import { PURPOSE_PII } from '../registry/apply.ts';
 import { clearFailures, isLocked, type LockoutPolicy, recordFailure } from './lockout.ts';
 import type { OtpSender } from './otp-sender.ts';
+import { addressKey, type SendLimitPolicy, takeSend } from './send-limits.ts';
 
 export type OtpPolicy = LockoutPolicy & {
   /** Lifetime of a code. */
   ttlSeconds: number;
   /** Digits of a code. */
   digits: number;
+  /** How many codes may be sent, per number and per client address. */
+  sends: SendLimitPolicy;
 };
 
 /** E.164 as the registry stores it (`residents.phone`, document schema). */
@@ -29,7 +32,7 @@ export function normalizePhone(input: string): string | undefined {
   return E164.test(s) ? s : undefined;
 }
 
-export type StartResult = 'sent' | 'locked';
+export type StartResult = 'sent' | 'locked' | 'throttled';
 export type VerifyResult =
   | { ok: true; residentId: string }
   | { ok: false; reason: 'wrong' | 'expired' | 'locked' | 'no-challenge' };
@@ -58,10 +61,28 @@ export class ResidentOtp {
     return this.#cipher.blindIndex(PURPOSE_PII, `sign-in-code/v1|${uid}|${code}`);
   }
 
-  /** `phone` must already be normalised (see normalizePhone). */
-  async start(uid: string, phone: string, locale: 'ru' | 'en'): Promise<StartResult> {
+  /**
+   * `phone` must already be normalised (see normalizePhone); `clientAddress` is the requester's
+   * address. A send is counted for the number and the address whether or not the number is a
+   * resident's, so a refusal says nothing about who exists; both are kept only as keyed blind indexes.
+   */
+  async start(uid: string, phone: string, locale: 'ru' | 'en', clientAddress: string): Promise<StartResult> {
     const phoneIndex = this.#cipher.blindIndex(PURPOSE_PII, phone);
     if (await isLocked(this.#db, `phone:${phoneIndex}`)) return 'locked';
+    const { sends } = this.#policy;
+    const addressIndex = this.#cipher.blindIndex(
+      PURPOSE_PII,
+      `client-address/v1|${addressKey(clientAddress)}`,
+    );
+    const allowed = await takeSend(
+      this.#db,
+      [
+        { subject: `address:${addressIndex}`, max: sends.perAddress, intervalSeconds: 0 },
+        { subject: `phone:${phoneIndex}`, max: sends.perPhone, intervalSeconds: sends.phoneIntervalSeconds },
+      ],
+      sends.windowSeconds,
+    );
+    if (!allowed) return 'throttled';
     const resident = await this.#db.one<{ id: string }>(
       sql`select id from residents where phone_index = ${phoneIndex}`,
     );

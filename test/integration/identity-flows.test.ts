@@ -121,6 +121,11 @@ before(async () => {
     SMART_HOME_OAUTH_CLIENTS_FILE: clientsFile,
     SMART_HOME_OTP_MAX_ATTEMPTS: '3',
     SMART_HOME_OPERATOR_MAX_FAILURES: '3',
+    // Many sign-ins of one number from one address, back to back: the send limits have their own
+    // tests (identity-hardening.test.ts).
+    SMART_HOME_OTP_SEND_INTERVAL_S: '0',
+    SMART_HOME_OTP_SEND_MAX_PER_PHONE: '1000',
+    SMART_HOME_OTP_SEND_MAX_PER_ADDRESS: '100000',
   });
   await ensureDevelopmentMaterial(config);
   runtime = await createRuntime(config, undefined, { db: await createTestDb() });
