@@ -3,7 +3,7 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import type { JWK } from 'jose';
 import { apiDocs, registerOpenApi } from './admin-api/openapi.ts';
 import { adminApi } from './admin-api/plugin.ts';
-import { createPublicApiVerifier } from './api-auth/from-config.ts';
+import { createPublicApiVerifier, peopleDpopNonceSecret } from './api-auth/from-config.ts';
 import { apiAuth } from './api-auth/hook.ts';
 import { barrierRoutes } from './barrier/decision-route.ts';
 import type { Config } from './config/config.ts';
@@ -206,13 +206,17 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   await identity.mount(publicApp);
   // The access-token check of /api/v1 and /admin/v1 (src/api-auth/): tokens of the embedded AS, or only
   // those of the external IdP when SMART_HOME_EXTERNAL_IDP_ISSUER is set. Each zone applies
-  // `apiAuth({ verifier: apiVerifier, requiredRole })` to its own context, before its routes.
+  // `apiAuth({ verifier: apiVerifier, requiredRole })` to its own context, before its routes. DPoP
+  // server nonces come from the authorization server's secret: a nonce either hands out is valid at
+  // both, on every instance, and a proof whose iat is off is answered `use_dpop_nonce` (recoverable)
+  // rather than refused outright.
   const apiVerifier = createPublicApiVerifier({
     config,
     db: deps.db,
     replayCache: deps.replayCache,
     publicUrl: identity.issuer,
     embedded: { issuer: identity.issuer, jwks: identity.jwks },
+    dpopNonceSecret: await peopleDpopNonceSecret(config),
   });
   // The operator API (src/admin-api/): the access-token check of src/api-auth/ with the operator role
   // goes first in this context and sets req.principal; the plugin also refuses any request without an
