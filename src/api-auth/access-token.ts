@@ -285,10 +285,13 @@ export function createApiTokenVerifier(opts: ApiTokenVerifierOptions): ApiTokenV
     if (kind === 'embedded') {
       // A non-UUID subject cannot be a resident id (and must not reach a uuid cast).
       if (!UUID.test(t.subject)) throw invalidToken('subject:format');
-      row = await opts.db.one<{ id: string }>(sql`select id from residents where id = ${t.subject}`);
+      // Prepared once per connection: every resident API request runs it.
+      row = await opts.db.one<{ id: string }>(
+        sql`select id from residents where id = ${t.subject}`.named('api_resident_by_id'),
+      );
     } else {
       row = await opts.db.one<{ id: string }>(
-        sql`select id from residents where external_subject = ${t.subject}`,
+        sql`select id from residents where external_subject = ${t.subject}`.named('api_resident_by_subject'),
       );
     }
     // The token outlives the resident (removed from the registry, or never linked): refused at once.

@@ -37,6 +37,11 @@ export function journalValues(e: JournalEntry & { id: string }): SqlFragment {
  */
 export async function appendJournal(tx: Queryable, e: JournalEntry): Promise<string> {
   const id = e.id ?? uuidv7();
-  await tx.query(sql`insert into journal (${JOURNAL_COLUMNS}) values (${journalValues({ ...e, id })})`);
+  // Prepared once per connection (the text never varies): every access action writes one or two.
+  await tx.query(
+    sql`insert into journal (${JOURNAL_COLUMNS}) values (${journalValues({ ...e, id })})`.named(
+      'journal_append',
+    ),
+  );
   return id;
 }
