@@ -2,7 +2,6 @@ import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
 import { describe, test } from 'node:test';
 import type { Db } from '../../src/db/db.ts';
-import { sql } from '../../src/db/sql.ts';
 import { appendJournal } from '../../src/journal/journal.ts';
 import { integrateAll, latestCheckpoint } from '../../src/journal/log/sequencer.ts';
 import { CompactRange, verifyLog } from '../../src/journal/log/verify.ts';
