@@ -66,6 +66,8 @@ const TEXT_RULES: ReadonlyArray<[RegExp, string]> = [
 
 /** Free text with credentials and phone numbers replaced. */
 export function scrubText(text: string): string {
+  // Nothing below matches fewer than 8 characters ("code=x" aside, which needs the "=").
+  if (text.length < 8 && !text.includes('=')) return text;
   let out = text;
   for (const [pattern, replacement] of TEXT_RULES) out = out.replace(pattern, replacement);
   return out;
@@ -104,8 +106,19 @@ function scrubValue(value: unknown, depth: number, seen: WeakSet<object>): unkno
   return out;
 }
 
+/** Key classifications, remembered: logs repeat a small set of keys, and every line checks them. */
+const secretKeys = new Map<string, boolean>();
+function isSecretKey(key: string): boolean {
+  let secret = secretKeys.get(key);
+  if (secret === undefined) {
+    secret = SECRET_KEY.test(key);
+    if (secretKeys.size < 10_000) secretKeys.set(key, secret);
+  }
+  return secret;
+}
+
 function scrubEntry(key: string, value: unknown, depth: number, seen: WeakSet<object>): unknown {
-  if (SECRET_KEY.test(key) && value !== undefined && value !== null) return CENSOR;
+  if (isSecretKey(key) && value !== undefined && value !== null) return CENSOR;
   if (CODE_KEY.test(key) && typeof value === 'string' && CODE_VALUE.test(value)) return CENSOR;
   return scrubValue(value, depth, seen);
 }
