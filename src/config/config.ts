@@ -81,6 +81,8 @@ export interface Config {
     };
   };
   keys: { kekFile: string; kek: string | undefined; signingKeyFile: string; tokenKeyFile: string };
+  /** The journal as a Merkle log (src/journal/log/). */
+  journal: { keyFile: string; origin: string; integrateMs: number; batchMax: number };
   registry: { refreshMs: number };
   housekeeping: { intervalMs: number };
   barrier: { batchMax: number; batchesInFlight: number };
