@@ -1,0 +1,350 @@
+/**
+ * `npm run bench:door` — residents opening doors through the whole path (issue 3): the residents'
+ * mobile app (simulator/resident-app.ts) → smart-home's public listener over TLS → access-token check
+ * → resident API → journal → outbound channel (mTLS, OAuth2, RFC 9421) → the intercom simulator,
+ * which answers at once → verified answer → journal → response. Target: smart-home adds ≤ 15 ms at p99
+ * over the partner's own time, under 32 concurrent residents.
+ *
+ * Three processes: smart-home (bench/door-server.ts), the intercom partner (bench/door-intercom.ts),
+ * and this one — the residents: each signs in through the real authorization code flow with the
+ * one-time code the console sender prints on the service's stdout (as a phone receives an SMS), lists
+ * its access points, then keeps one door-open request in flight. Per request it records the time at
+ * the client (end to end) and the service's `Server-Timing` (`partner`, `total`); "added" is end to end
+ * minus partner, per request — everything that is not the partner, TLS and the client included.
+ *
+ *   npm run bench:door -- [--seconds 20] [--warmup 5] [--residents 32] [--engine postgres|pglite]
+ *                         [--profile DIR] [--no-write]
+ *
+ * `--profile DIR` runs the service with `--cpu-prof` into DIR; `--no-write` leaves docs/benchmarks.md
+ * as it is. PostgreSQL comes from BENCH_DATABASE_URL, DATABASE_URL or
+ * postgres://postgres@127.0.0.1:5432/test (a fresh schema, dropped afterwards).
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { parseArgs } from 'node:util';
+import { ResidentApp } from '../simulator/resident-app.ts';
+import { createCa } from '../src/pki/certificates.ts';
+import { benchPhone, DOOR_BENCH_APP } from './door-world.ts';
+import { machine, writeSection } from './report.ts';
+import { stop } from './run-process.ts';
+
+const { values: args } = parseArgs({
+  options: {
+    seconds: { type: 'string', default: process.env['BENCH_SECONDS'] ?? '20' },
+    warmup: { type: 'string', default: process.env['BENCH_WARMUP'] ?? '5' },
+    residents: { type: 'string', default: process.env['BENCH_RESIDENTS'] ?? '32' },
+    engine: { type: 'string', default: process.env['BENCH_ENGINE'] ?? 'postgres' },
+    profile: { type: 'string' },
+    'no-write': { type: 'boolean', default: false },
+  },
+});
+const seconds = Number(args.seconds);
+const warmup = Number(args.warmup);
+const residents = Number(args.residents);
+const engine = args.engine === 'pglite' ? 'pglite' : 'postgres';
+const TARGET_ADDED_P99_MS = 15;
+const pgUrl =
+  process.env['BENCH_DATABASE_URL'] ??
+  process.env['DATABASE_URL'] ??
+  'postgres://postgres@127.0.0.1:5432/test';
+const script = (f: string) => new URL(f, import.meta.url).pathname;
+const log = (s: string) => process.stderr.write(`${s}\n`);
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** Starts `node [flags] <script> …args`; `lines` gets every stdout line, `ready` the first JSON one. */
+function startProcess<T>(
+  file: string,
+  argv: string[],
+  opts: { env?: NodeJS.ProcessEnv; nodeFlags?: string[]; onLine?: (line: string) => void } = {},
+): { child: ChildProcess; ready: Promise<T> } {
+  const child = spawn(process.execPath, [...(opts.nodeFlags ?? []), file, ...argv], {
+    env: opts.env ?? process.env,
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const ready = new Promise<T>((resolve, reject) => {
+    let seen = false;
+    createInterface({ input: child.stdout! }).on('line', (line) => {
+      if (!seen && line.startsWith('{')) {
+        seen = true;
+        resolve(JSON.parse(line) as T);
+        return;
+      }
+      opts.onLine?.(line);
+    });
+    child.once('exit', (code) => {
+      if (!seen) reject(new Error(`${file} exited with ${code} before it was ready`));
+    });
+  });
+  return { child, ready };
+}
+
+// ---- the sign-in codes, as the console sender prints them on the service's stdout ----------------
+const codes: string[] = [];
+const codeWaiters: Array<(code: string) => void> = [];
+function onServiceLine(line: string) {
+  const m = /one-time code for \S+: (\d{4,10})\s*$/.exec(line);
+  if (!m) return;
+  const waiter = codeWaiters.shift();
+  if (waiter) waiter(m[1]!);
+  else codes.push(m[1]!);
+}
+/** The next code printed (residents sign in one after another, so the next code is theirs). */
+const nextCode = () =>
+  new Promise<string>((resolve, reject) => {
+    const queued = codes.shift();
+    if (queued) return resolve(queued);
+    const timer = setTimeout(() => reject(new Error('no sign-in code printed within 10 s')), 10_000);
+    codeWaiters.push((c) => {
+      clearTimeout(timer);
+      resolve(c);
+    });
+  });
+
+interface Sample {
+  e2e: number;
+  partner: number;
+  total: number;
+}
+interface Run {
+  samples: Sample[];
+  statuses: Map<string, number>;
+  errors: number;
+  missingTiming: number;
+  seconds: number;
+  /** CPU time (user + system) of each process over the run, ms. */
+  cpuMs: { service: number; intercom: number; residents: number };
+}
+
+/** CPU time (user + system) a process has used so far, ms, from /proc (Linux); NaN elsewhere. */
+async function cpuOf(pid: number | undefined): Promise<number> {
+  if (pid === undefined) return Number.NaN;
+  try {
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // utime and stime, fields 14 and 15 of proc(5), in clock ticks (USER_HZ, 100 on Linux).
+    return (Number(fields[11]) + Number(fields[12])) * 10;
+  } catch {
+    return Number.NaN;
+  }
+}
+const selfCpu = () => {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
+};
+
+const pct = (sorted: number[], p: number) =>
+  sorted.length === 0
+    ? Number.NaN
+    : sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
+const r2 = (v: number) => Math.round(v * 100) / 100;
+
+function parseTiming(value: unknown): { partner: number; total: number } | undefined {
+  if (typeof value !== 'string') return undefined;
+  const m = /partner;dur=([\d.]+)/.exec(value);
+  const t = /total;dur=([\d.]+)/.exec(value);
+  return m && t ? { partner: Number(m[1]), total: Number(t[1]) } : undefined;
+}
+
+const pids: { service?: number; intercom?: number } = {};
+
+async function run(
+  apps: Array<{ app: ResidentApp; door: string }>,
+  secs: number,
+  label: string,
+): Promise<Run> {
+  const result: Run = {
+    samples: [],
+    statuses: new Map(),
+    errors: 0,
+    missingTiming: 0,
+    seconds: 0,
+    cpuMs: { service: 0, intercom: 0, residents: 0 },
+  };
+  const cpu0 = {
+    service: await cpuOf(pids.service),
+    intercom: await cpuOf(pids.intercom),
+    residents: selfCpu(),
+  };
+  const started = performance.now();
+  const deadline = started + secs * 1000;
+  const progress = setInterval(() => {
+    const el = (performance.now() - started) / 1000;
+    const e2e = result.samples.map((s) => s.e2e).sort((a, b) => a - b);
+    const added = result.samples.map((s) => s.e2e - s.partner).sort((a, b) => a - b);
+    process.stderr.write(
+      `\r[${label}] ${el.toFixed(0)}/${secs} s  ${Math.round(result.samples.length / el)} req/s  e2e p99 ${r2(pct(e2e, 99))} ms  added p99 ${r2(pct(added, 99))} ms  errors ${result.errors}   `,
+    );
+  }, 1000);
+  const resident = async ({ app, door }: { app: ResidentApp; door: string }) => {
+    while (performance.now() < deadline) {
+      const t0 = performance.now();
+      try {
+        const res = await app.api<{ status?: string }>('POST', `/access-points/${door}/open`);
+        const e2e = performance.now() - t0;
+        const key = res.status === 200 ? String(res.body.status) : `HTTP ${res.status}`;
+        result.statuses.set(key, (result.statuses.get(key) ?? 0) + 1);
+        const timing = parseTiming(res.headers['server-timing']);
+        if (!timing) result.missingTiming++;
+        else if (res.status === 200) result.samples.push({ e2e, ...timing });
+      } catch (err) {
+        result.errors++;
+        if (result.errors === 1) log(`\n[${label}] first error: ${(err as Error).message}`);
+      }
+    }
+  };
+  await Promise.all(apps.map(resident));
+  clearInterval(progress);
+  process.stderr.write('\n');
+  result.seconds = (performance.now() - started) / 1000;
+  result.cpuMs = {
+    service: (await cpuOf(pids.service)) - cpu0.service,
+    intercom: (await cpuOf(pids.intercom)) - cpu0.intercom,
+    residents: selfCpu() - cpu0.residents,
+  };
+  return result;
+}
+
+// ---- the three processes -----------------------------------------------------------------------
+const work = await mkdtemp(path.join(tmpdir(), 'bench-door-'));
+const children: ChildProcess[] = [];
+try {
+  const intercomCa = await createCa({ commonName: 'bench intercom server CA' });
+  const caJson = path.join(work, 'intercom-ca.json');
+  const caPem = path.join(work, 'intercom-ca.crt');
+  await writeFile(caJson, JSON.stringify(intercomCa), { mode: 0o600 });
+  await writeFile(caPem, intercomCa.certPem);
+  const clientsFile = path.join(work, 'oauth-clients.yaml');
+  await writeFile(
+    clientsFile,
+    [
+      'clients:',
+      `  - clientId: ${DOOR_BENCH_APP.clientId}`,
+      '    role: resident',
+      `    redirectUris: ["${DOOR_BENCH_APP.redirectUri}"]`,
+      '',
+    ].join('\n'),
+  );
+  const intercomPort = await freePort();
+  const intercomUrl = `https://127.0.0.1:${intercomPort}`;
+
+  log(`[setup] smart-home on ${engine === 'pglite' ? 'PGlite' : 'PostgreSQL'}, ${residents} residents…`);
+  const server = startProcess<{ publicUrl: string; dataDir: string; identityDir: string; caFile: string }>(
+    script('./door-server.ts'),
+    [engine, String(residents), intercomUrl, caPem, clientsFile],
+    {
+      env: { ...process.env, DATABASE_URL: engine === 'pglite' ? '' : pgUrl },
+      nodeFlags: args.profile ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(args.profile)}`] : [],
+      onLine: onServiceLine,
+    },
+  );
+  children.push(server.child);
+  const info = await server.ready;
+  pids.service = server.child.pid;
+  const intercom = startProcess<{ url: string }>(script('./door-intercom.ts'), [
+    info.dataDir,
+    info.identityDir,
+    caJson,
+    String(intercomPort),
+  ]);
+  children.push(intercom.child);
+  await intercom.ready;
+  pids.intercom = intercom.child.pid;
+
+  log(`[setup] ${residents} residents sign in (authorization code + PKCE, phone and one-time code)…`);
+  const ca = await readFile(info.caFile, 'utf8');
+  const apps: Array<{ app: ResidentApp; door: string }> = [];
+  for (let n = 0; n < residents; n++) {
+    const app = new ResidentApp({ issuer: info.publicUrl, ca, ...DOOR_BENCH_APP });
+    await app.signIn(benchPhone(n), nextCode);
+    const list = await app.api<{ items: Array<{ id: string; kind: string; enabled: boolean }> }>(
+      'GET',
+      '/access-points',
+    );
+    const door = list.body.items.find((p) => p.kind === 'door' && p.enabled);
+    if (list.status !== 200 || !door) throw new Error(`resident ${n} has no door (HTTP ${list.status})`);
+    apps.push({ app, door: door.id });
+  }
+
+  log(`[warm-up] ${residents} concurrent residents, ${warmup} s…`);
+  await run(apps, warmup, 'warm-up');
+  log(`[measure] ${residents} concurrent residents, ${seconds} s…`);
+  const loaded = await run(apps, seconds, `${residents} residents`);
+  const singleSeconds = Math.min(seconds, 10);
+  log(`[measure] 1 resident (the path's own latency), ${singleSeconds} s…`);
+  const single = await run(apps.slice(0, 1), singleSeconds, '1 resident');
+  await Promise.allSettled(apps.map(({ app }) => app.close()));
+
+  const summary = (m: Run) => {
+    const sorted = (f: (s: Sample) => number) => m.samples.map(f).sort((a, b) => a - b);
+    const n = m.samples.length;
+    return {
+      n,
+      perSecond: Math.round(n / m.seconds),
+      e2e: sorted((s) => s.e2e),
+      partner: sorted((s) => s.partner),
+      added: sorted((s) => s.e2e - s.partner),
+      inside: sorted((s) => s.total - s.partner),
+      cpu: {
+        service: r2(m.cpuMs.service / n),
+        intercom: r2(m.cpuMs.intercom / n),
+        residents: r2(m.cpuMs.residents / n),
+      },
+    };
+  };
+  const L = summary(loaded);
+  const S = summary(single);
+  const addedP99 = r2(pct(L.added, 99));
+  const met = addedP99 <= TARGET_ADDED_P99_MS && loaded.errors === 0;
+  const outcomes = (m: Run) =>
+    [...m.statuses].map(([k, v]) => `${k}×${v}`).join(' ') +
+    (m.errors ? `, ${m.errors} client errors` : '') +
+    (m.missingTiming ? `, ${m.missingTiming} without Server-Timing` : '');
+  const q = (v: number[]) => `${r2(pct(v, 50))} / ${r2(pct(v, 99))}`;
+  const row = (name: string, x: ReturnType<typeof summary>) =>
+    `| ${name} | ${x.perSecond} | ${q(x.e2e)} | ${q(x.partner)} | ${q(x.added)} | ${r2(x.added.at(-1) ?? Number.NaN)} | ${q(x.inside)} | ${x.cpu.service} / ${x.cpu.intercom} / ${x.cpu.residents} |`;
+  const body = [
+    '## Door open (`npm run bench:door`)',
+    '',
+    `Measured ${new Date().toISOString().slice(0, 10)} on ${machine()}, smart-home on ${engine === 'pglite' ? 'PGlite (embedded)' : 'PostgreSQL 15'}.`,
+    `${residents} residents, each signed in through the real authorization code flow (PKCE, phone and one-time code)`,
+    'with the mobile-app client of simulator/resident-app.ts, each keeping one door-open request in flight on its own',
+    `keep-alive TLS connection: ${seconds} s measured after a ${warmup} s warm-up; then one resident alone for ${singleSeconds} s.`,
+    "Each request is the whole path: TLS, access-token check (ES256, resident looked up), the resident's door,",
+    'journal entry committed, per-partner pseudonym, command signed (RFC 9421) over mTLS with a cached partner token,',
+    'the intercom simulator (its own process) checks it and answers at once, signed; answer verified, journal entry',
+    'committed, response. Three Node processes (service, intercom, residents) and PostgreSQL share the two cores.',
+    '',
+    '"partner" is the service\'s own `Server-Timing: partner` (the time it waited on the intercom: request handed to',
+    'the HTTP client → last byte of the answer); "added" is end to end at the client minus partner, per request, so it',
+    'counts TLS, the client and loopback along with smart-home itself; "inside" is `total − partner` from the same header',
+    "(smart-home's own time from routing to the answer). CPU is user + system time of each process over the run",
+    `divided by the door opens (PostgreSQL's not included). Target: added ≤ ${TARGET_ADDED_P99_MS} ms at p99 with ${residents} concurrent residents.`,
+    '',
+    '| run | opens/s | end to end p50 / p99 ms | partner p50 / p99 | added p50 / p99 | added max | inside p50 / p99 | CPU ms per open: service / intercom / residents |',
+    '|---|---|---|---|---|---|---|---|',
+    row(`${residents} concurrent residents`, L),
+    row('1 resident', S),
+    '',
+    `Outcomes: ${outcomes(loaded)} (${residents} residents); ${outcomes(single)} (1 resident).`,
+    `**Target ${met ? 'met' : 'missed'}**: added p99 ${addedP99} ms ${met ? '≤' : '>'} ${TARGET_ADDED_P99_MS} ms with ${residents} concurrent residents.`,
+    '',
+    `Command: \`npm run bench:door -- --seconds ${seconds} --warmup ${warmup} --residents ${residents} --engine ${engine}\`.`,
+  ].join('\n');
+  if (!args['no-write']) await writeSection('bench:door', body);
+  process.stdout.write(`${body}\n`);
+} finally {
+  for (const c of children.reverse()) await stop(c);
+  await rm(work, { recursive: true, force: true });
+}
