@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { loadConfig } from './config/config.ts';
 import { createLogger } from './logger.ts';
 
 test('secrets and personal data are redacted by the logger itself, at every level', () => {
@@ -169,4 +170,23 @@ test('errors (oidc-provider refusals included) are logged with their type, crede
     assert.ok(!out.includes(s), `the log holds ${s}`);
   // The caller's objects are copied, never changed.
   assert.equal(err.params.refresh_token, 'R3fresh-in-params');
+});
+
+test('the whole configuration can be logged without its secrets', () => {
+  const { log, text } = capture();
+  const config = loadConfig({
+    NODE_ENV: 'test',
+    DATABASE_URL: 'postgres://smart:Db-pa55word@db.internal:5432/smart',
+    REDIS_URL: 'redis://:R3dis-pa55@cache.internal:6379/0',
+    SMART_HOME_KEK: 'a'.repeat(43),
+    SMART_HOME_IDENTITY_COOKIE_KEYS:
+      'cookie-key-one-0123456789abcdef0123,cookie-key-two-0123456789abcdef0123',
+    SMART_HOME_DPOP_NONCE_SECRET: 'bm9uY2Utc2VjcmV0LW5vbmNlLXNlY3JldC1ub25jZS1z',
+  });
+  log.info({ config }, 'configuration');
+  const out = text();
+  for (const s of ['Db-pa55word', 'R3dis-pa55', 'a'.repeat(43), 'cookie-key-', 'bm9uY2Ut']) {
+    assert.ok(!out.includes(s), `the log holds ${s}`);
+  }
+  assert.match(out, /db\.internal:5432/, 'the rest of the URL stays');
 });

@@ -59,6 +59,8 @@ const TEXT_RULES: ReadonlyArray<[RegExp, string]> = [
   ],
   [/\beyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]*){0,3}/g, '[redacted-jwt]'],
   [/\b(Bearer|DPoP|Basic)\s+[A-Za-z0-9._~+/=-]{8,}/g, `$1 ${CENSOR}`],
+  // Passwords in URLs (DATABASE_URL, REDIS_URL): scheme://user:password@host.
+  [/\b([a-z][a-z0-9+.-]*:\/\/[^:/?#\s@]*:)[^@/?#\s]+@/gi, `$1${CENSOR}@`],
   // E.164 (spaced or not), and the Russian mobile trunk form 8 9XX XXX-XX-XX.
   [/\+\d[\d\s().-]{8,18}\d/g, '[redacted-phone]'],
   [/(?<![\d.])8[\s(-]*9\d{2}[\s)-]*\d{3}[\s-]*\d{2}[\s-]*\d{2}(?!\d)/g, '[redacted-phone]'],
