@@ -199,6 +199,8 @@ export interface TokenSet {
   tokenType: string;
   /** Seconds since the epoch. */
   expiresAt: number;
+  /** The ID token of the sign-in (OpenID Connect; kept across refreshes when none is returned). */
+  idToken: string | undefined;
 }
 
 export interface ApiResponse<T = unknown> {
@@ -324,6 +326,7 @@ export class ResidentApp {
       refreshToken: t.refresh_token ?? this.#tokens?.refreshToken,
       tokenType: t.token_type.toLowerCase() === 'dpop' ? 'DPoP' : 'Bearer',
       expiresAt: Math.floor(Date.now() / 1000) + (t.expires_in ?? 0),
+      idToken: t.id_token ?? this.#tokens?.idToken,
     };
     return this.#tokens;
   }
