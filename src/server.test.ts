@@ -36,6 +36,8 @@ test('production refuses development certificates even when every setting is giv
     SMART_HOME_PARTNER_CLIENT_CA: p('pki/partner-issuing-ca.crt'),
     SMART_HOME_SIGNING_KEY_FILE: p('keys/response-signing.jwk'),
     SMART_HOME_TOKEN_KEY_FILE: p('keys/token-signing.jwk'),
+    SMART_HOME_JOURNAL_KEY_FILE: p('keys/journal-signing.jwk'),
+    SMART_HOME_JOURNAL_ORIGIN: 'home.example/journal',
     SMART_HOME_OUTBOUND_CLIENT_CERT: p('pki/service-client.crt'),
     SMART_HOME_OUTBOUND_CLIENT_KEY: p('pki/service-client.key'),
   });
@@ -60,6 +62,10 @@ test('production generates no development material', async () => {
       SMART_HOME_PARTNER_CLIENT_CA: 'a',
       SMART_HOME_SIGNING_KEY_FILE: 'a',
       SMART_HOME_TOKEN_KEY_FILE: 'a',
+      SMART_HOME_JOURNAL_KEY_FILE: 'a',
+      SMART_HOME_JOURNAL_ORIGIN: 'home.example/journal',
+      SMART_HOME_JOURNAL_KEY_FILE: 'a',
+      SMART_HOME_JOURNAL_ORIGIN: 'home.example/journal',
       SMART_HOME_OUTBOUND_CLIENT_CERT: 'a',
       SMART_HOME_OUTBOUND_CLIENT_KEY: 'a',
     }),
@@ -108,6 +114,8 @@ test('development offers sign-in clients when none are configured; production an
     SMART_HOME_PARTNER_CLIENT_CA: 'a',
     SMART_HOME_SIGNING_KEY_FILE: 'a',
     SMART_HOME_TOKEN_KEY_FILE: 'a',
+    SMART_HOME_JOURNAL_KEY_FILE: 'a',
+    SMART_HOME_JOURNAL_ORIGIN: 'home.example/journal',
     SMART_HOME_OUTBOUND_CLIENT_CERT: 'a',
     SMART_HOME_OUTBOUND_CLIENT_KEY: 'a',
   });

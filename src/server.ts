@@ -13,11 +13,14 @@ import { migrate } from './db/migrate.ts';
 import { openDb } from './db/open-db.ts';
 import { MemoryReplayCache, RedisReplayCache, type ReplayCache } from './http-signatures/replay-cache.ts';
 import { ensureIdentityMaterial } from './identity/identity.ts';
+import { startSequencer } from './journal/log/runner.ts';
+import type { LogIdentity } from './journal/log/sequencer.ts';
 import { ensureJwkFile, loadSigningKey } from './keys/service-keys.ts';
 import { createLogger, type Logger } from './logger.ts';
 import { Outbound } from './outbound/outbound.ts';
 import { ensureDevPki, isDevelopmentCert } from './pki/dev-pki.ts';
 import { DATA_KEY_PURPOSES } from './registry/data-key-purposes.ts';
+import { noteSigner } from './tlog/note.ts';
 
 export { DATA_KEY_PURPOSES };
 
@@ -38,6 +41,8 @@ export async function ensureDevelopmentMaterial(config: Config): Promise<string[
     created.push(`response-signing key ${config.keys.signingKeyFile}`);
   if (await ensureJwkFile(config.keys.tokenKeyFile, 'ES256'))
     created.push(`token-signing key ${config.keys.tokenKeyFile}`);
+  if (await ensureJwkFile(config.journal.keyFile, 'Ed25519'))
+    created.push(`journal checkpoint key ${config.journal.keyFile}`);
   created.push(...(await ensureIdentityMaterial(config)));
   const clients = developmentClientsFile(config);
   if (clients && !existsSync(clients)) {
@@ -120,6 +125,8 @@ export interface Runtime {
   logger: Logger;
   /** The outbound partner channel (contract §7): `runtime.outbound.openDoor(...)`. */
   outbound: Outbound;
+  /** The journal log's name and checkpoint signer (contract §8.1). */
+  journalLog: LogIdentity;
   close(): Promise<void>;
 }
 
@@ -159,6 +166,7 @@ export async function createRuntime(
   const kek = await loadKek(config);
   const responseKey = await loadSigningKey(config.keys.signingKeyFile, 'Ed25519');
   const tokenKey = (await loadSigningKey(config.keys.tokenKeyFile, 'ES256')).privateJwk;
+  const journalLog = await loadJournalLog(config);
 
   const db =
     inject.db ??
@@ -208,6 +216,7 @@ export async function createRuntime(
       cipher,
       logger,
       outbound,
+      journalLog,
       async close() {
         await app.close();
         await outbound.close();
@@ -219,6 +228,16 @@ export async function createRuntime(
     redis?.disconnect();
     await db.close();
     throw err;
+  }
+}
+
+/** The journal log's identity: its origin and the Ed25519 key that signs its checkpoints. */
+export async function loadJournalLog(config: Config): Promise<LogIdentity> {
+  const key = await loadSigningKey(config.journal.keyFile, 'Ed25519');
+  try {
+    return { origin: config.journal.origin, signer: noteSigner(config.journal.origin, key.privateKey) };
+  } catch (err) {
+    throw new StartupError(`SMART_HOME_JOURNAL_ORIGIN: ${(err as Error).message}`);
   }
 }
 
@@ -245,10 +264,17 @@ export async function startServer(given: Config, opts: { banner?: boolean } = {}
     app.identity.purge().catch((err) => logger.error({ err }, 'identity housekeeping failed'));
   }, config.housekeeping.intervalMs);
   housekeeping.unref();
+  // The journal's Merkle log: new rows integrated and a checkpoint signed every integrateMs.
+  const sequencer = startSequencer(runtime.db, runtime.journalLog, {
+    intervalMs: config.journal.integrateMs,
+    batchMax: config.journal.batchMax,
+    logger,
+  });
   const close = runtime.close;
   runtime.close = async () => {
     clearInterval(refresh);
     clearInterval(housekeeping);
+    await sequencer.stop();
     await close();
   };
   const partnerPort = (app.partnerApp.server.address() as { port: number }).port;
