@@ -64,8 +64,6 @@ test('production generates no development material', async () => {
       SMART_HOME_TOKEN_KEY_FILE: 'a',
       SMART_HOME_JOURNAL_KEY_FILE: 'a',
       SMART_HOME_JOURNAL_ORIGIN: 'home.example/journal',
-      SMART_HOME_JOURNAL_KEY_FILE: 'a',
-      SMART_HOME_JOURNAL_ORIGIN: 'home.example/journal',
       SMART_HOME_OUTBOUND_CLIENT_CERT: 'a',
       SMART_HOME_OUTBOUND_CLIENT_KEY: 'a',
     }),
