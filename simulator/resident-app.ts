@@ -189,6 +189,11 @@ export interface ResidentAppOptions {
   par?: boolean;
   /** Default `openid offline_access api`. */
   scope?: string;
+  /**
+   * How far the phone's clock is off, in seconds (negative: behind), as seen in the `iat` of the DPoP
+   * proofs it makes for the API: a server nonce is what gets such a phone through (RFC 9449 §9).
+   */
+  clockSkewSeconds?: number;
   acceptLanguage?: string;
 }
 
@@ -222,6 +227,7 @@ export class ResidentApp {
   #tokens: TokenSet | undefined;
   /** The last DPoP nonce the resource server gave (RFC 9449 §8): one origin, one value. */
   #resourceNonce: string | undefined;
+  #nonceRetries = 0;
 
   constructor(options: ResidentAppOptions) {
     this.options = { ...options };
@@ -244,6 +250,11 @@ export class ResidentApp {
   /** The DPoP key pair (dpop apps only): tests make proofs of their own with it. */
   get dpopKeyPair(): DpopKeyPair | undefined {
     return this.#keyPair;
+  }
+
+  /** How many API calls were sent again with a server nonce after a `use_dpop_nonce` challenge. */
+  get dpopNonceRetries(): number {
+    return this.#nonceRetries;
   }
 
   /** A no-JS browser on the issuer's origin through this app's TLS trust. */
@@ -370,8 +381,10 @@ export class ResidentApp {
     if (this.#tokens.refreshToken && this.#tokens.expiresAt - REFRESH_MARGIN_SECONDS < Date.now() / 1000)
       await this.refresh();
     let res = await this.#send<T>(method, path, body);
-    if (this.#keyPair && res.status === 401 && isNonceChallenge(res.headers['www-authenticate']))
+    if (this.#keyPair && res.status === 401 && isNonceChallenge(res.headers['www-authenticate'])) {
+      this.#nonceRetries++;
       res = await this.#send<T>(method, path, body);
+    }
     return res;
   }
 
@@ -417,7 +430,7 @@ export class ResidentApp {
     })
       .setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk: await exportJWK(this.#keyPair.publicKey) })
       .setJti(crypto.randomUUID())
-      .setIssuedAt()
+      .setIssuedAt(Math.floor(Date.now() / 1000) + (this.options.clockSkewSeconds ?? 0))
       .sign(this.#keyPair.privateKey);
   }
 

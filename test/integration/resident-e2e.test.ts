@@ -26,7 +26,12 @@ const PHONE = '+79001112233';
  * Neighbours added here, one per sign-in beyond Anna's: sign-in codes are rate-limited per phone
  * number, so each phone signs in once.
  */
-const NEIGHBOURS = { kira: '+79001110001', lev: '+79001110002', mira: '+79001110003' } as const;
+const NEIGHBOURS = {
+  kira: '+79001110001',
+  lev: '+79001110002',
+  mira: '+79001110003',
+  nina: '+79001110004',
+} as const;
 const WEB_REDIRECT = 'https://app.example/callback';
 const APP_REDIRECT = 'ru.propdevelopment.smarthome:/oauth/callback';
 const CONSOLE_SECRET = 'console-secret-console-secret-console-secret';
@@ -368,6 +373,22 @@ describe('DPoP server nonces: one secret for the authorization server and the AP
     const refreshed = await refresh(nonce as string);
     assert.equal(refreshed.status, 200, JSON.stringify(refreshed.body));
     assert.equal(refreshed.body.token_type, 'DPoP');
+  });
+
+  test('a phone whose clock is an hour behind gets through by the nonce the API hands it', async () => {
+    const app = newApp('mobile-app', { clockSkewSeconds: -3600 });
+    await app.signIn(NEIGHBOURS.nina, consoleOtp(NEIGHBOURS.nina));
+    const token = app.accessToken;
+    const stale = await raw('GET', '/api/v1/me', {
+      authorization: `DPoP ${token}`,
+      dpop: await app.dpopProof('GET', `${h.publicUrl}/api/v1/me`, token),
+    });
+    assertProblem(stale, 401, 'use-dpop-nonce');
+    const first = await app.api<Json>('GET', '/me');
+    assert.equal(first.status, 200, JSON.stringify(first.body));
+    assert.equal(app.dpopNonceRetries, 1, 'challenged once, then sent again with the nonce');
+    assert.equal((await app.api('GET', '/vehicles')).status, 200);
+    assert.equal(app.dpopNonceRetries, 1, 'the nonce it keeps carries the next call through');
   });
 });
 
