@@ -13,13 +13,17 @@ import { sql } from './db/sql.ts';
 import { createOperator } from './identity/operators.ts';
 import { readPassword } from './identity/read-password.ts';
 import { appendJournal } from './journal/journal.ts';
+import { latestCheckpoint } from './journal/log/sequencer.ts';
+import { verifyLog } from './journal/log/verify.ts';
 import { loadSigningKey } from './keys/service-keys.ts';
 import { certInfo, certThumbprintS256, issueClientCert, issueClientCertFromCsr } from './pki/certificates.ts';
 import { applyDocument } from './registry/apply.ts';
 import { DocumentError, loadDocumentFile } from './registry/document.ts';
 import { retirePartnerKey, rotatePartnerKeys } from './registry/partner-key-rotation.ts';
 import { loadPartnerKeys } from './registry/partner-secrets.ts';
-import { DATA_KEY_PURPOSES, ensureDevelopmentMaterial, loadKek } from './server.ts';
+import { DATA_KEY_PURPOSES, ensureDevelopmentMaterial, loadJournalLog, loadKek } from './server.ts';
+import { verifierFromKeyString } from './tlog/note.ts';
+import { progressLine } from './util/progress.ts';
 
 const program = new Command()
   .name('smart-home')
@@ -268,6 +272,80 @@ program
       await writeFile(opts.out, `${JSON.stringify(pub, null, 2)}\n`, { flag: 'wx' });
       process.stdout.write(`wrote ${opts.out}\n`);
     }
+  });
+
+const journal = program.command('journal').description('the journal as a tamper-evident Merkle log');
+journal
+  .command('verify')
+  .description(
+    'recompute the log from the journal rows and check every signed checkpoint, the tiles and the sequencer state',
+  )
+  .option('--anchor <file...>', 'signed checkpoints kept outside the database (e.g. cosigned by a witness)')
+  .option('--key <vkey...>', 'more trusted verifier keys (name+id+key): an earlier log key, a witness')
+  .action(async (opts: { anchor?: string[]; key?: string[] }) => {
+    const cfg = config();
+    await ensureDevelopmentMaterial(cfg);
+    const log = await loadJournalLog(cfg);
+    const verifiers = [log.signer.verifier];
+    for (const k of opts.key ?? []) {
+      try {
+        verifiers.push(verifierFromKeyString(k));
+      } catch (err) {
+        fail(`--key ${k}: ${(err as Error).message}`, 2);
+      }
+    }
+    const anchors: string[] = [];
+    for (const f of opts.anchor ?? []) {
+      try {
+        anchors.push(await readFile(f, 'utf8'));
+      } catch (err) {
+        fail(`--anchor ${f}: ${(err as Error).message}`, 2);
+      }
+    }
+    await withDb(async ({ db }) => {
+      const started = performance.now();
+      const progress = progressLine('verifying');
+      const r = await verifyLog(db, {
+        origin: log.origin,
+        verifiers,
+        anchors,
+        onProgress: (done, total) => progress(done, total),
+      });
+      progress.done();
+      const seconds = (performance.now() - started) / 1000;
+      const rate = Math.round(r.size / Math.max(seconds, 0.001)).toLocaleString('en');
+      const rows = Number(
+        (await db.one<{ n: string }>(sql`select count(*)::text as n from journal`))?.n ?? 0,
+      );
+      const pending =
+        rows > r.size ? `; ${(rows - r.size).toLocaleString('en')} newer rows await the sequencer` : '';
+      if (r.ok) {
+        process.stdout.write(
+          `journal verified: ${r.size.toLocaleString('en')} entries, ${r.checkpoints.toLocaleString('en')} signed checkpoints, ${anchors.length} anchors (${rate} entries/s)${pending}\n`,
+        );
+        return;
+      }
+      for (const p of r.problems) process.stderr.write(`  ${p}\n`);
+      process.stdout.write(
+        `journal verification FAILED: ${r.problems.length} problem${r.problems.length === 1 ? '' : 's'} in ${r.size.toLocaleString('en')} entries\n`,
+      );
+      process.exitCode = 1;
+    });
+  });
+journal
+  .command('checkpoint')
+  .description("print the newest signed checkpoint and the log's verifier key")
+  .action(async () => {
+    const cfg = config();
+    await ensureDevelopmentMaterial(cfg);
+    const log = await loadJournalLog(cfg);
+    await withDb(async ({ db }) => {
+      const cp = await latestCheckpoint(db);
+      process.stdout.write(`verifier key: ${log.signer.verifierKey}\n`);
+      process.stdout.write(
+        cp ? cp.note : 'no checkpoint yet (the sequencer signs one after the first batch)\n',
+      );
+    });
   });
 
 program.parseAsync().catch((err: unknown) => {

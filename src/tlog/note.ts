@@ -70,6 +70,8 @@ export interface NoteSigner {
   keyId: number;
   sign(text: Buffer): Buffer;
   verifier: NoteVerifier;
+  /** The verifier key string others configure to check this signer (`name+id+key`). */
+  verifierKey: string;
 }
 
 /** The `<name>+<hex key id>+<base64(type ‖ key)>` verifier key string of signed-note. */
@@ -111,7 +113,13 @@ export function noteSigner(name: string, privateKey: KeyObject): NoteSigner {
   checkKeyName(name);
   const pub = rawEd25519Public(createPublicKey(privateKey));
   const verifier = noteVerifier(name, pub);
-  return { name, keyId: verifier.keyId, sign: (text) => sign(null, text, privateKey), verifier };
+  return {
+    name,
+    keyId: verifier.keyId,
+    sign: (text) => sign(null, text, privateKey),
+    verifier,
+    verifierKey: verifierKeyString(name, pub, SIG_ED25519),
+  };
 }
 
 export function noteVerifier(name: string, publicKey: Uint8Array): NoteVerifier {
@@ -274,6 +282,7 @@ export function cosigner(name: string, privateKey: KeyObject, now: () => number 
       return Buffer.concat([head, sign(null, cosignedMessage(text.toString('utf8'), time), privateKey)]);
     },
     verifier,
+    verifierKey: verifierKeyString(name, pub, SIG_COSIGNATURE_V1),
   };
 }
 

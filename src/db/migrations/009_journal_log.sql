@@ -10,7 +10,7 @@ create index journal_tx on journal (tx, seq);
 -- Leaf i of the log is journal row journal_seq. Append-only like the journal itself.
 create table journal_leaves (
   leaf_index bigint primary key check (leaf_index >= 0),
-  journal_seq bigint not null unique references journal (seq)
+  journal_seq bigint not null unique
 );
 
 -- C2SP tlog-tiles: one row per tile; a partial tile grows in place (its served `.p/W` is a prefix).
