@@ -38,6 +38,8 @@ test('production refuses development certificates even when every setting is giv
     SMART_HOME_TOKEN_KEY_FILE: p('keys/token-signing.jwk'),
     SMART_HOME_JOURNAL_KEY_FILE: p('keys/journal-signing.jwk'),
     SMART_HOME_JOURNAL_ORIGIN: 'home.example/journal',
+    SMART_HOME_OTP_SENDER: 'webhook',
+    SMART_HOME_OTP_WEBHOOK_URL: 'https://sms.example/send',
     SMART_HOME_OUTBOUND_CLIENT_CERT: p('pki/service-client.crt'),
     SMART_HOME_OUTBOUND_CLIENT_KEY: p('pki/service-client.key'),
   });
@@ -64,6 +66,8 @@ test('production generates no development material', async () => {
       SMART_HOME_TOKEN_KEY_FILE: 'a',
       SMART_HOME_JOURNAL_KEY_FILE: 'a',
       SMART_HOME_JOURNAL_ORIGIN: 'home.example/journal',
+      SMART_HOME_OTP_SENDER: 'webhook',
+      SMART_HOME_OTP_WEBHOOK_URL: 'https://sms.example/send',
       SMART_HOME_OUTBOUND_CLIENT_CERT: 'a',
       SMART_HOME_OUTBOUND_CLIENT_KEY: 'a',
     }),
@@ -114,6 +118,8 @@ test('development offers sign-in clients when none are configured; production an
     SMART_HOME_TOKEN_KEY_FILE: 'a',
     SMART_HOME_JOURNAL_KEY_FILE: 'a',
     SMART_HOME_JOURNAL_ORIGIN: 'home.example/journal',
+    SMART_HOME_OTP_SENDER: 'webhook',
+    SMART_HOME_OTP_WEBHOOK_URL: 'https://sms.example/send',
     SMART_HOME_OUTBOUND_CLIENT_CERT: 'a',
     SMART_HOME_OUTBOUND_CLIENT_KEY: 'a',
   });

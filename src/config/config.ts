@@ -31,6 +31,11 @@ export interface Config {
     otpSendMaxPerPhone: number;
     otpSendIntervalSeconds: number;
     otpSendMaxPerAddress: number;
+    otpSender: 'console' | 'webhook';
+    otpWebhookUrl: string | undefined;
+    otpWebhookTokenFile: string | undefined;
+    otpWebhookCaFile: string | undefined;
+    otpWebhookTimeoutMs: number;
     operatorMaxFailures: number;
     operatorLockoutSeconds: number;
   };
@@ -65,6 +70,8 @@ export interface Config {
     requireDpop: boolean;
     dpopAlgorithms: string[];
     dpopProofMaxAgeSeconds: number;
+    tokenCacheSeconds: number;
+    tokenCacheMax: number;
     external: {
       issuer: string | undefined;
       audience: string;

@@ -11,7 +11,12 @@ import { ensureJwkFile, loadSigningKey } from '../keys/service-keys.ts';
 import { createPeopleAuthorizationServer, type PeopleAuthorizationServer } from './authorization-server.ts';
 import { loadOAuthClientsFile, type OAuthClientSpec } from './clients.ts';
 import { csrfSecretFrom, interactionRoutes } from './interactions.ts';
-import { createConsoleOtpSender, type OtpSender } from './otp-sender.ts';
+import {
+  createConsoleOtpSender,
+  createWebhookOtpSender,
+  inBackground,
+  type OtpSender,
+} from './otp-sender.ts';
 import { purgeExpiredOidcModels } from './pg-adapter.ts';
 import { ResidentOtp } from './resident-otp.ts';
 import { purgeSendLimits } from './send-limits.ts';
@@ -99,6 +104,40 @@ async function loadSecrets(config: Config): Promise<{ cookieKeys: string[]; dpop
   return { cookieKeys: [...cookieKeys], dpopNonceSecret: secret };
 }
 
+/** The code sender configuration names; production refuses the console sender. */
+export async function otpSenderFromConfig(config: Config): Promise<OtpSender> {
+  const id = config.identity;
+  if (id.otpSender === 'console') {
+    if (config.env === 'production') {
+      throw new IdentityConfigError(
+        'SMART_HOME_OTP_SENDER=console prints sign-in codes on stdout; refused in production (set webhook and SMART_HOME_OTP_WEBHOOK_URL)',
+      );
+    }
+    return createConsoleOtpSender();
+  }
+  if (!id.otpWebhookUrl)
+    throw new IdentityConfigError('SMART_HOME_OTP_SENDER=webhook needs SMART_HOME_OTP_WEBHOOK_URL');
+  const read = async (file: string | undefined, what: string) => {
+    if (!file) return undefined;
+    try {
+      return (await readFile(file, 'utf8')).trim();
+    } catch {
+      throw new IdentityConfigError(`cannot read ${what} at ${file}`);
+    }
+  };
+  try {
+    return createWebhookOtpSender({
+      url: id.otpWebhookUrl,
+      token: await read(id.otpWebhookTokenFile, 'SMART_HOME_OTP_WEBHOOK_TOKEN_FILE'),
+      ca: await read(id.otpWebhookCaFile, 'SMART_HOME_OTP_WEBHOOK_CA_FILE'),
+      timeoutMs: id.otpWebhookTimeoutMs,
+    });
+  } catch (err) {
+    if (err instanceof IdentityConfigError) throw err;
+    throw new IdentityConfigError(`SMART_HOME_OTP_WEBHOOK_URL: ${(err as Error).message}`);
+  }
+}
+
 /**
  * The people's authorization server with its sign-in pages, built from configuration. `src/app.ts`
  * calls `mount(publicApp)`; the access-token check (src/api-auth/) takes `issuer` and `jwks`.
@@ -129,12 +168,7 @@ export async function createIdentity(deps: {
   const clients = deps.clients ?? (id.clientsFile ? loadOAuthClientsFile(id.clientsFile) : []);
   if (clients.length === 0)
     deps.logger?.warn({}, 'no OAuth clients for residents and operators are configured');
-  if (config.env === 'production' && !deps.otpSender) {
-    deps.logger?.warn(
-      {},
-      'sign-in codes go to the console sender: configure an SMS gateway before residents sign in',
-    );
-  }
+  const otpSender = deps.otpSender ?? (await otpSenderFromConfig(config));
 
   const authorizationServer = createPeopleAuthorizationServer({
     issuer,
@@ -166,7 +200,10 @@ export async function createIdentity(deps: {
   const otp = new ResidentOtp({
     db,
     cipher,
-    sender: deps.otpSender ?? createConsoleOtpSender(),
+    // In the background: the page answers alike whether or not a code went out.
+    sender: inBackground(otpSender, (err) =>
+      deps.logger?.error({ err: { message: (err as Error).message } }, 'a sign-in code was not delivered'),
+    ),
     policy: {
       ttlSeconds: id.otpTtlSeconds,
       digits: id.otpDigits,
