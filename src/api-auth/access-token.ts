@@ -88,6 +88,14 @@ export type ApiTokenVerifierOptions = {
   requireDpop?: boolean;
   /** `realm` of the `WWW-Authenticate` challenges (default `smart-home`). */
   realm?: string;
+  /**
+   * Remember verified tokens (the exact token string) so that a client's next request skips the
+   * signature check: for at most `ttlSeconds`, never past the token's own `exp` (+ leeway), at most
+   * `max` tokens (the oldest goes first). Only what verified is remembered; the live subject look-up
+   * and DPoP still run on every request. A withdrawn signing key stops a remembered token only when
+   * its entry ends (≤ `ttlSeconds`). Default off.
+   */
+  verifiedCache?: { ttlSeconds: number; max: number };
   /** Seconds since the epoch; for tests. */
   now?: () => number;
 };
@@ -204,7 +212,27 @@ export function createApiTokenVerifier(opts: ApiTokenVerifierOptions): ApiTokenV
     throw invalidToken('claim:roles', 'the access token names no role of this API');
   }
 
+  const cacheTtl = opts.verifiedCache?.ttlSeconds ?? 0;
+  const cacheMax = opts.verifiedCache?.max ?? 0;
+  if (!(cacheTtl >= 0 && cacheMax >= 0)) throw new TypeError('verifiedCache needs ttlSeconds, max >= 0');
+  /** Verified tokens by their exact text, oldest first, each with the time (now()) it ends. */
+  const verified = new Map<string, { token: VerifiedApiToken; until: number }>();
+
   async function verifyAccessToken(token: string): Promise<VerifiedApiToken> {
+    if (cacheTtl === 0 || cacheMax === 0) return verifyInFull(token);
+    const hit = verified.get(token);
+    if (hit) {
+      if (now() < hit.until) return hit.token;
+      verified.delete(token);
+    }
+    const t = await verifyInFull(token);
+    if (verified.size >= cacheMax) verified.delete(verified.keys().next().value!);
+    // jose refuses once exp <= now − leeway: the entry ends by then, and after ttl in any case.
+    verified.set(token, { token: t, until: Math.min(t.exp + leeway, now() + cacheTtl) });
+    return t;
+  }
+
+  async function verifyInFull(token: string): Promise<VerifiedApiToken> {
     if (typeof token !== 'string' || token.length === 0 || token.length > MAX_TOKEN_LENGTH)
       throw invalidToken('length');
     let payload: Record<string, unknown>;

@@ -66,6 +66,7 @@ export function createPublicApiVerifier(deps: PublicApiVerifierDeps): ApiTokenVe
   const common = {
     db: deps.db,
     clockToleranceSeconds: c.clockToleranceSeconds,
+    verifiedCache: { ttlSeconds: c.tokenCacheSeconds, max: c.tokenCacheMax },
     requireDpop: c.requireDpop,
     dpop,
   };
