@@ -33,6 +33,10 @@ const stack = await startLocalStack({
     // Every resident signs in from the same loopback address: the per-address send limit would be
     // the first thing measured otherwise.
     SMART_HOME_OTP_SEND_MAX_PER_ADDRESS: '100000',
+    // Options set for the run (`SMART_HOME_API_TOKEN_CACHE_S=0 npm run bench:door`) reach the service.
+    ...Object.fromEntries(
+      Object.entries(process.env).filter((e): e is [string, string] => e[0].startsWith('SMART_HOME_')),
+    ),
   },
   ...(db ? { db } : {}),
 });
