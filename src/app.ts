@@ -14,6 +14,7 @@ import { AppError } from './errors.ts';
 import { installProblemHandlers, STRICT_AJV } from './http/problem-handler.ts';
 import type { ReplayCache } from './http-signatures/replay-cache.ts';
 import { createIdentity, type Identity } from './identity/identity.ts';
+import { journalReadRoutes } from './journal/log/read-api.ts';
 import type { SigningKey } from './keys/service-keys.ts';
 import type { Logger } from './logger.ts';
 import type { Outbound } from './outbound/outbound.ts';
@@ -174,6 +175,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
       await zone.register(
         barrierRoutes({ db: deps.db, directory: () => directory, batching: config.barrier }),
       );
+      await zone.register(journalReadRoutes({ db: deps.db }));
     },
     { prefix: '/partner/v1' },
   );
