@@ -1,0 +1,64 @@
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { describe, test } from 'node:test';
+import { uuidv7 } from '../util/uuid.ts';
+import {
+  differingFields,
+  eventTime,
+  indexProjections,
+  type Projection,
+  parseProjection,
+  projectionElement,
+} from './projection.ts';
+
+const p: Projection = {
+  eventId: '0190f1a2-b3c4-7d5e-8f60-123456789abc',
+  action: 'barrier.decision',
+  device: 'gate-1',
+  subject: null,
+  result: 'allow',
+  initiator: 'partner',
+};
+
+describe('the §8.3 projection', () => {
+  test('the element is SHA-256 of the RFC 8785 form, members in code-unit order, extra members left out', () => {
+    const canonical =
+      '{"action":"barrier.decision","device":"gate-1","eventId":"0190f1a2-b3c4-7d5e-8f60-123456789abc","initiator":"partner","result":"allow","subject":null}';
+    const expected = createHash('sha256').update(canonical).digest();
+    assert.deepEqual(projectionElement(p), expected);
+    const withExtra = { ...p, at: 123 } as Projection;
+    assert.deepEqual(projectionElement(withExtra), expected);
+    assert.notDeepEqual(projectionElement({ ...p, subject: 'ps_1' }), expected);
+  });
+
+  test('the time is the UUIDv7 millisecond timestamp; anything else is refused', () => {
+    assert.equal(eventTime(p.eventId), 0x0190f1a2b3c4);
+    const now = Date.UTC(2026, 11, 2, 3, 0, 0, 123);
+    assert.equal(eventTime(uuidv7(now)), now);
+    assert.throws(() => eventTime('0190f1a2-b3c4-4d5e-8f60-123456789abc'), RangeError);
+  });
+
+  test('parseProjection accepts exactly the six members with their types', () => {
+    assert.deepEqual(parseProjection({ ...p }), p);
+    assert.ok('error' in parseProjection({ ...p, extra: 1 }));
+    assert.ok('error' in parseProjection({ ...p, action: 'door.close' }));
+    assert.ok('error' in parseProjection({ ...p, subject: 7 }));
+    assert.ok('error' in parseProjection({ ...p, initiator: 'someone' }));
+    assert.ok('error' in parseProjection({ ...p, eventId: 'x' }));
+    assert.ok('error' in parseProjection([p]));
+  });
+
+  test('differingFields names the changed fields only', () => {
+    assert.deepEqual(differingFields(p, { ...p }), []);
+    assert.deepEqual(differingFields(p, { ...p, result: 'deny', device: 'gate-2' }), ['device', 'result']);
+  });
+
+  test('indexProjections sorts by (time, element) and keeps one of a repeated projection', () => {
+    const q = { ...p, eventId: uuidv7(Date.UTC(2020, 0, 1)) };
+    const { index, items } = indexProjections([p, q, p]);
+    assert.equal(index.size, 2);
+    assert.equal(items[0]?.projection.eventId, q.eventId);
+    assert.equal(index.time(1), eventTime(p.eventId));
+    assert.deepEqual(Buffer.from(index.id(1)), projectionElement(p));
+  });
+});

@@ -1,0 +1,131 @@
+import { createHash } from 'node:crypto';
+import { canonicalJson } from '../util/jcs.ts';
+import { isUuidV7, uuidv7Time } from '../util/uuid.ts';
+import { ID_SIZE, ReconIndex } from './index.ts';
+
+/**
+ * Contract §8.3: what both parties record identically about one access action. smart-home and the
+ * partner simulator both build their reconciliation sets from this one module, so an element means
+ * the same thing on either side.
+ */
+
+export const PROJECTION_ACTIONS = ['barrier.decision', 'door.open', 'face.decision', 'access.event'] as const;
+export type ProjectionAction = (typeof PROJECTION_ACTIONS)[number];
+
+export const PROJECTION_INITIATORS = ['partner', 'smart-home'] as const;
+export type ProjectionInitiator = (typeof PROJECTION_INITIATORS)[number];
+
+/** The §8.3 projection; its members are exactly these six (no more enter the element). */
+export interface Projection {
+  /** UUIDv7 minted by whoever started the action. */
+  eventId: string;
+  action: ProjectionAction;
+  /** The partner's own device id. */
+  device: string;
+  /** The pseudonym, or null where the partner has none. */
+  subject: string | null;
+  /** The decision or status. */
+  result: string;
+  initiator: ProjectionInitiator;
+}
+
+/** The fields that can differ between two projections of the same eventId (content_mismatch). */
+export const PROJECTION_FIELDS = ['action', 'device', 'subject', 'result', 'initiator'] as const;
+export type ProjectionField = (typeof PROJECTION_FIELDS)[number];
+
+/** Exactly the six members, in a fresh plain object (extra members a caller holds never leak in). */
+export function projectionOf(p: Projection): Projection {
+  return {
+    eventId: p.eventId,
+    action: p.action,
+    device: p.device,
+    subject: p.subject,
+    result: p.result,
+    initiator: p.initiator,
+  };
+}
+
+/** Checks a value received from the other party; returns the projection or a reason it is not one. */
+export function parseProjection(value: unknown): Projection | { error: string } {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return { error: 'not an object' };
+  const v = value as Record<string, unknown>;
+  const keys = Object.keys(v);
+  if (keys.length !== 6) return { error: 'a projection has exactly six members' };
+  if (typeof v.eventId !== 'string' || !isUuidV7(v.eventId)) return { error: 'eventId must be a UUIDv7' };
+  if (!PROJECTION_ACTIONS.includes(v.action as ProjectionAction)) return { error: 'unknown action' };
+  if (typeof v.device !== 'string' || v.device === '') return { error: 'device must be a non-empty string' };
+  if (v.subject !== null && typeof v.subject !== 'string')
+    return { error: 'subject must be a string or null' };
+  if (typeof v.result !== 'string') return { error: 'result must be a string' };
+  if (!PROJECTION_INITIATORS.includes(v.initiator as ProjectionInitiator))
+    return { error: 'unknown initiator' };
+  return projectionOf(v as unknown as Projection);
+}
+
+/** RFC 8785 canonical form of the projection (the bytes the element hashes). */
+export function canonicalProjection(p: Projection): string {
+  return canonicalJson(projectionOf(p));
+}
+
+/** Contract §8.3 element: SHA-256(JCS(projection)), 32 bytes. */
+export function projectionElement(p: Projection): Buffer {
+  return createHash('sha256').update(canonicalProjection(p), 'utf8').digest();
+}
+
+/** Contract §8.3 time: the Unix millisecond timestamp inside the eventId's UUIDv7. */
+export function eventTime(eventId: string): number {
+  if (!isUuidV7(eventId)) throw new RangeError('eventId must be a UUIDv7');
+  return uuidv7Time(eventId);
+}
+
+/** Names of the fields that differ between two projections of the same eventId. */
+export function differingFields(a: Projection, b: Projection): ProjectionField[] {
+  return PROJECTION_FIELDS.filter((f) => a[f] !== b[f]);
+}
+
+/** One reconciliation item: (time, element) with its projection. */
+export interface ProjectionItem {
+  time: number;
+  element: Buffer;
+  projection: Projection;
+}
+
+export function projectionItem(p: Projection): ProjectionItem {
+  const projection = projectionOf(p);
+  return { time: eventTime(projection.eventId), element: projectionElement(projection), projection };
+}
+
+/** Orders items as Negentropy does: by time, then by element bytes. */
+export function compareItems(
+  a: { time: number; element: Uint8Array },
+  b: { time: number; element: Uint8Array },
+): number {
+  if (a.time !== b.time) return a.time - b.time;
+  return Buffer.compare(a.element, b.element);
+}
+
+/**
+ * A ReconIndex over projections (any order; duplicates — the same projection twice — count once).
+ * Returns the index and the items sorted, so an element can be looked up again.
+ */
+export function indexProjections(projections: Iterable<Projection>): {
+  index: ReconIndex;
+  items: ProjectionItem[];
+} {
+  const items: ProjectionItem[] = [];
+  for (const p of projections) items.push(projectionItem(p));
+  items.sort(compareItems);
+  const unique: ProjectionItem[] = [];
+  for (const it of items) {
+    const prev = unique[unique.length - 1];
+    if (prev !== undefined && compareItems(prev, it) === 0) continue;
+    unique.push(it);
+  }
+  const times = new Float64Array(unique.length);
+  const ids = new Uint8Array(unique.length * ID_SIZE);
+  unique.forEach((it, i) => {
+    times[i] = it.time;
+    ids.set(it.element, i * ID_SIZE);
+  });
+  return { index: ReconIndex.fromSorted(times, ids), items: unique };
+}
