@@ -8,11 +8,13 @@ import {
   issueClientCertFromCsr,
   type KeyPairPem,
 } from '../src/pki/certificates.ts';
+import { cosigner, type NoteSigner, noteSigner } from '../src/tlog/note.ts';
 
 /**
  * Everything a partner holds about itself: its TLS client certificate (issued by smart-home's
  * partner-issuing CA from the partner's own CSR), its Ed25519 request-signing key and its P-256
- * encryption key (the recipient of the key ceremony's JWE). Private keys never leave the partner.
+ * encryption key (the recipient of the key ceremony's JWE), and the Ed25519 keys of its own journal log
+ * and of its witness (contract §8). Private keys never leave the partner.
  */
 export interface PartnerIdentity {
   code: string;
@@ -21,7 +23,33 @@ export interface PartnerIdentity {
   thumbprint: string;
   signing: { kid: string; privateKey: KeyObject; publicJwk: JWK & { kid: string } };
   encryption: { privateJwk: JWK; publicJwk: JWK & { kid: string } };
+  /**
+   * Contract §8.1: the partner's own journal log — its origin (`<code>.partner.test/journal`, also the
+   * key name) and the Ed25519 key that signs its checkpoints.
+   */
+  journal: { origin: string; privateKey: KeyObject };
+  /** Contract §8.2: the key the partner cosigns smart-home's checkpoints with (cosignature/v1). */
+  witness: { name: string; privateKey: KeyObject };
 }
+
+/** The log origin of a partner's journal (the simulator's naming). */
+export const journalOrigin = (code: string): string => `${code}.partner.test/journal`;
+/** The key name of a partner's witness cosignatures. */
+export const witnessName = (code: string): string => `${code}.partner.test/witness`;
+
+/** The signer of the partner's journal checkpoints. */
+export const journalSigner = (id: PartnerIdentity): NoteSigner =>
+  noteSigner(id.journal.origin, id.journal.privateKey);
+
+/** The partner's witness cosigner; `now` is its clock (ms). */
+export const witnessCosigner = (id: PartnerIdentity, now?: () => number): NoteSigner =>
+  cosigner(id.witness.name, id.witness.privateKey, now);
+
+/** The C2SP verifier key string of the partner's journal (what it hands smart-home at onboarding). */
+export const journalVerifierKey = (id: PartnerIdentity): string => journalSigner(id).verifierKey;
+
+/** The C2SP verifier key string of the partner's witness cosignatures (type 0x04). */
+export const witnessVerifierKey = (id: PartnerIdentity): string => witnessCosigner(id).verifierKey;
 
 /** A new key pair as JWKs, with the RFC 7638 thumbprint as kid. */
 export async function newJwkPair(kind: 'ed25519' | 'p256') {
@@ -46,6 +74,8 @@ export async function createPartnerIdentity(code: string, issuingCa: KeyPairPem)
     thumbprint: certThumbprintS256(certPem),
     signing: { kid: signing.publicJwk.kid, privateKey: signing.privateKey, publicJwk: signing.publicJwk },
     encryption: { privateJwk: encryption.privateJwk, publicJwk: encryption.publicJwk },
+    journal: { origin: journalOrigin(code), privateKey: generateKeyPairSync('ed25519').privateKey },
+    witness: { name: witnessName(code), privateKey: generateKeyPairSync('ed25519').privateKey },
   };
 }
 
@@ -70,6 +100,18 @@ export async function saveIdentity(dir: string, id: PartnerIdentity): Promise<vo
     JSON.stringify(id.encryption.publicJwk, null, 2),
   );
   await writeFile(path.join(dir, 'code'), id.code);
+  await saveLogKeys(dir, id);
+}
+
+const jwkOf = (key: KeyObject): string => JSON.stringify(key.export({ format: 'jwk' }), null, 2);
+
+async function saveLogKeys(dir: string, id: PartnerIdentity): Promise<void> {
+  const priv = { mode: 0o600 };
+  await writeFile(path.join(dir, 'journal.jwk'), jwkOf(id.journal.privateKey), priv);
+  await writeFile(path.join(dir, 'witness.jwk'), jwkOf(id.witness.privateKey), priv);
+  await writeFile(path.join(dir, 'journal-origin'), id.journal.origin);
+  await writeFile(path.join(dir, 'public', 'journal.vkey'), `${journalVerifierKey(id)}\n`);
+  await writeFile(path.join(dir, 'public', 'witness.vkey'), `${witnessVerifierKey(id)}\n`);
 }
 
 export async function loadIdentity(dir: string): Promise<PartnerIdentity> {
@@ -77,8 +119,15 @@ export async function loadIdentity(dir: string): Promise<PartnerIdentity> {
   const certPem = await read('public/client.crt');
   const signingPub = JSON.parse(await read('public/signing.jwk')) as JWK & { kid: string };
   const encryptionPub = JSON.parse(await read('public/encryption.jwk')) as JWK & { kid: string };
-  return {
-    code: (await read('code')).trim(),
+  const code = (await read('code')).trim();
+  const privateJwk = (f: string) => createPrivateKey({ key: JSON.parse(f), format: 'jwk' });
+  // Identities saved before the journal keys existed get them now, once, and keep them.
+  const journalJwk = await read('journal.jwk').catch(() => undefined);
+  const witnessJwk = await read('witness.jwk').catch(() => undefined);
+  const origin = (await read('journal-origin').catch(() => journalOrigin(code))).trim();
+  const fresh = journalJwk === undefined || witnessJwk === undefined;
+  const id: PartnerIdentity = {
+    code,
     certPem,
     keyPem: await read('client.key'),
     thumbprint: certThumbprintS256(certPem),
@@ -88,5 +137,15 @@ export async function loadIdentity(dir: string): Promise<PartnerIdentity> {
       publicJwk: signingPub,
     },
     encryption: { privateJwk: JSON.parse(await read('encryption.jwk')) as JWK, publicJwk: encryptionPub },
+    journal: {
+      origin,
+      privateKey: journalJwk ? privateJwk(journalJwk) : generateKeyPairSync('ed25519').privateKey,
+    },
+    witness: {
+      name: witnessName(code),
+      privateKey: witnessJwk ? privateJwk(witnessJwk) : generateKeyPairSync('ed25519').privateKey,
+    },
   };
+  if (fresh) await saveLogKeys(dir, id);
+  return id;
 }
