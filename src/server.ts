@@ -9,7 +9,7 @@ import type { Config } from './config/config.ts';
 import { FieldCipher } from './crypto/field-cipher.ts';
 import { createKekFile, type Kek, kekFromBase64, loadKekFromFile } from './crypto/kek.ts';
 import type { Db } from './db/db.ts';
-import { migrate } from './db/migrate.ts';
+import { migrate, pendingMigrations } from './db/migrate.ts';
 import { openDb } from './db/open-db.ts';
 import { MemoryReplayCache, RedisReplayCache, type ReplayCache } from './http-signatures/replay-cache.ts';
 import { ensureIdentityMaterial } from './identity/identity.ts';
@@ -177,8 +177,17 @@ export async function createRuntime(
     }));
   let redis: Redis | undefined;
   try {
-    const { applied } = await migrate(db);
-    if (applied.length > 0) logger.info({ applied }, 'database migrated');
+    if (config.database.migrateOnStart) {
+      const { applied } = await migrate(db);
+      if (applied.length > 0) logger.info({ applied }, 'database migrated');
+    } else {
+      const pending = await pendingMigrations(db);
+      if (pending.length > 0) {
+        throw new StartupError(
+          `the database schema is not up to date (${pending.join(', ')}): run \`smart-home migrate\` as the tables' owner`,
+        );
+      }
+    }
     const cipher = await FieldCipher.open(db, kek, DATA_KEY_PURPOSES);
     let replayCache: ReplayCache;
     if (config.redis.url) {

@@ -52,6 +52,13 @@ export const OPTIONS: readonly OptionSpec[] = [
     doc: 'PostgreSQL connection string. When unset, the embedded PGlite database in `{dataDir}/db` is used (development only).',
   },
   {
+    env: 'SMART_HOME_MIGRATE_ON_START',
+    key: 'database.migrateOnStart',
+    kind: 'bool',
+    default: true,
+    doc: 'Apply pending migrations when the service starts. Set `false` when the service connects as a login in the `smart_home_app` role (which cannot create tables, nor UPDATE, DELETE or TRUNCATE the journal): migrations then run with `smart-home migrate` under the tables’ owner, and the service refuses to start on an outdated schema. See docs/security-model.md, "Database roles".',
+  },
+  {
     env: 'SMART_HOME_DB_POOL_MAX',
     key: 'database.poolMax',
     kind: 'int',

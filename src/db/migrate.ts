@@ -71,3 +71,25 @@ export async function migrate(db: Db, migrations?: Migration[]): Promise<{ appli
   });
   return { applied };
 }
+
+/**
+ * Migrations not yet applied (or changed since), without applying anything: for a service that runs
+ * as a role that cannot create tables (SMART_HOME_MIGRATE_ON_START=false) and must refuse to start on
+ * an outdated schema.
+ */
+export async function pendingMigrations(db: Db, migrations?: Migration[]): Promise<string[]> {
+  const all = migrations ?? (await loadMigrations());
+  const exists = await db.one<{ t: string | null }>(sql`select to_regclass('schema_migrations')::text as t`);
+  const done = new Map(
+    exists?.t
+      ? (
+          await db.query<{ version: number; checksum: string }>(
+            sql`select version, checksum from schema_migrations`,
+          )
+        ).map((r) => [r.version, r.checksum])
+      : [],
+  );
+  return all
+    .filter((m) => done.get(m.version) !== m.checksum)
+    .map((m) => `${String(m.version).padStart(3, '0')}_${m.name}`);
+}
