@@ -90,6 +90,19 @@ export interface Config {
   keys: { kekFile: string; kek: string | undefined; signingKeyFile: string; tokenKeyFile: string };
   /** The journal as a Merkle log (src/journal/log/). */
   journal: { keyFile: string; origin: string; integrateMs: number; batchMax: number };
+  /** Journal reconciliation, contract §8.4 (src/journal/reconcile/). */
+  reconcile: {
+    maxWindowDays: number;
+    maxMessageBytes: number;
+    frameBytes: number;
+    maxRounds: number;
+    clockMarginMs: number;
+    skewToleranceMs: number;
+    cacheDays: number;
+    schedule: boolean;
+    scheduleDelayMinutes: number;
+    reportDir: string;
+  };
   registry: { refreshMs: number };
   housekeeping: { intervalMs: number };
   barrier: { batchMax: number; batchesInFlight: number };
