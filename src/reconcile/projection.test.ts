@@ -3,11 +3,16 @@ import { createHash } from 'node:crypto';
 import { describe, test } from 'node:test';
 import { uuidv7 } from '../util/uuid.ts';
 import {
+  barrierDecisionProjection,
   differingFields,
+  doorOpenProjection,
+  elementHex,
   eventTime,
   indexProjections,
   type Projection,
+  parseElementHex,
   parseProjection,
+  parseWindow,
   projectionElement,
 } from './projection.ts';
 
@@ -60,5 +65,46 @@ describe('the §8.3 projection', () => {
     assert.equal(items[0]?.projection.eventId, q.eventId);
     assert.equal(index.time(1), eventTime(p.eventId));
     assert.deepEqual(Buffer.from(index.id(1)), projectionElement(p));
+  });
+});
+
+describe('the §8.4 wire helpers', () => {
+  test('elements as 64 lowercase hex digits, anything else refused', () => {
+    const e = projectionElement(p);
+    assert.deepEqual(parseElementHex(elementHex(e)), e);
+    assert.equal(parseElementHex(elementHex(e).toUpperCase()), undefined);
+    assert.equal(parseElementHex(elementHex(e).slice(2)), undefined);
+    assert.equal(parseElementHex(7), undefined);
+  });
+
+  test('the window is [from, to) in ms from RFC 3339 times; reversed or malformed refused', () => {
+    assert.deepEqual(parseWindow('2026-12-02T00:00:00Z', '2026-12-02T01:00:00.5+01:00'), {
+      from: Date.UTC(2026, 11, 2),
+      to: Date.UTC(2026, 11, 2, 0, 0, 0, 500),
+    });
+    assert.equal(parseWindow('2026-12-02T01:00:00Z', '2026-12-02T00:00:00Z'), undefined);
+    assert.equal(parseWindow('2026-12-02', '2026-12-03T00:00:00Z'), undefined);
+    assert.equal(parseWindow(undefined, '2026-12-03T00:00:00Z'), undefined);
+  });
+
+  test('a barrier decision and a door open project as both sides record them', () => {
+    assert.deepEqual(
+      barrierDecisionProjection({ eventId: p.eventId, barrierId: 'gate-1', decision: 'open' }),
+      {
+        ...p,
+        result: 'open',
+      },
+    );
+    assert.deepEqual(
+      doorOpenProjection({ commandId: p.eventId, doorId: 'door-3', subject: 'ps', status: 'opened' }),
+      {
+        eventId: p.eventId,
+        action: 'door.open',
+        device: 'door-3',
+        subject: 'ps',
+        result: 'opened',
+        initiator: 'smart-home',
+      },
+    );
   });
 });

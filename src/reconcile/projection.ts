@@ -129,3 +129,72 @@ export function indexProjections(projections: Iterable<Projection>): {
   });
   return { index: ReconIndex.fromSorted(times, ids), items: unique };
 }
+
+// ---- how each kind of action is projected (both sides use these, so elements agree) ----------------
+
+/** Contract §6: a barrier decision the partner asked for. No pseudonym exists at a barrier. */
+export function barrierDecisionProjection(a: {
+  eventId: string;
+  barrierId: string;
+  decision: 'open' | 'deny';
+}): Projection {
+  return {
+    eventId: a.eventId,
+    action: 'barrier.decision',
+    device: a.barrierId,
+    subject: null,
+    result: a.decision,
+    initiator: 'partner',
+  };
+}
+
+/** Contract §7: a door command smart-home sent, with the status the partner answered. */
+export function doorOpenProjection(a: {
+  commandId: string;
+  doorId: string;
+  subject: string;
+  status: string;
+}): Projection {
+  return {
+    eventId: a.commandId,
+    action: 'door.open',
+    device: a.doorId,
+    subject: a.subject,
+    result: a.status,
+    initiator: 'smart-home',
+  };
+}
+
+// ---- the §8.4 wire forms --------------------------------------------------------------------------------
+
+/** Contract §8.4: at most this many elements in one projections request. */
+export const MAX_PROJECTION_ELEMENTS = 1000;
+
+/** An element in JSON: 64 lowercase hex digits. */
+export const elementHex = (element: Uint8Array): string => Buffer.from(element).toString('hex');
+
+export function parseElementHex(s: unknown): Buffer | undefined {
+  return typeof s === 'string' && /^[0-9a-f]{64}$/.test(s) ? Buffer.from(s, 'hex') : undefined;
+}
+
+/**
+ * One answer item of `POST …/journal/projections`: the element asked for, the item time this side
+ * holds it at (normally the eventId's; another time is a timing difference), and the projection.
+ * Elements a side does not hold are left out of its answer.
+ */
+export interface ProjectionRecord {
+  element: string;
+  time: number;
+  projection: Projection;
+}
+
+/** The `from`/`to` query of `POST …/journal/reconcile`: RFC 3339 times, the window [from, to) in ms. */
+export function parseWindow(from: unknown, to: unknown): { from: number; to: number } | undefined {
+  const rfc3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/i;
+  if (typeof from !== 'string' || typeof to !== 'string' || !rfc3339.test(from) || !rfc3339.test(to))
+    return undefined;
+  const f = Date.parse(from);
+  const t = Date.parse(to);
+  if (Number.isNaN(f) || Number.isNaN(t) || f > t) return undefined;
+  return { from: f, to: t };
+}
