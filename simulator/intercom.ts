@@ -137,6 +137,9 @@ interface Answer {
 
 const checkCommand = TypeCompiler.Compile(DoorCommandBody);
 const DOOR_SCOPE = 'doors:open';
+/** Contract §8: smart-home reads, witnesses and reconciles the partner's journal under this scope. */
+const AUDIT_SCOPE = 'audit:exchange';
+const GRANTABLE_SCOPES = new Set([DOOR_SCOPE, AUDIT_SCOPE]);
 /** Contract §7. */
 const MAX_TTL_MS = 10_000;
 
@@ -279,8 +282,10 @@ export async function startIntercomSimulator(opts: IntercomOptions): Promise<Int
     if (form.get('client_id') !== opts.clientId || !clientAllowed(thumbprint)) {
       return oauthError(401, 'invalid_client');
     }
-    const scope = form.get('scope') ?? DOOR_SCOPE;
-    if (scope !== DOOR_SCOPE) return oauthError(400, 'invalid_scope');
+    // RFC 6749 §3.3: a space-separated list; every scope asked for must be one we grant.
+    const asked = (form.get('scope') ?? DOOR_SCOPE).split(' ');
+    if (asked.some((s) => !GRANTABLE_SCOPES.has(s))) return oauthError(400, 'invalid_scope');
+    const scope = [...new Set(asked)].join(' ');
     const token = randomBytes(32).toString('base64url');
     tokens.set(token, { clientId: opts.clientId, thumbprint, scope, expiresAt: now() + tokenTtl * 1000 });
     state.tokensIssued++;
@@ -300,7 +305,7 @@ export async function startIntercomSimulator(opts: IntercomOptions): Promise<Int
       !issued ||
       issued.expiresAt <= now() ||
       issued.thumbprint !== thumbprint ||
-      issued.scope !== DOOR_SCOPE
+      !issued.scope.split(' ').includes(DOOR_SCOPE)
     ) {
       return refuse(req, reply, problem('invalid-token', 401, 'The access token is missing or not valid'));
     }
