@@ -9,6 +9,13 @@
  *
  * A route that journals the command before sending it uses {@link Outbound.prepareDoorOpen} (the
  * commandId is the journal's eventId, contract §8.3), then {@link Outbound.sendDoorOpen}.
+ *
+ * Any other call to a partner (the journal exchange of §8) goes through {@link Outbound.send}:
+ *
+ *   const answer = await outbound.send(partnerId, 'POST', '/v1/journal/witness/add-checkpoint',
+ *     { scope: AUDIT_SCOPE, body: Buffer.from(text), contentType: 'text/plain; charset=utf-8',
+ *       accept: 'text/plain' });
+ *   // answer.status, answer.headers, answer.body (verified bytes)
  */
 import type { FieldCipher } from '../crypto/field-cipher.ts';
 import { pseudonym } from '../crypto/partner-keys.ts';
@@ -24,7 +31,12 @@ import {
   sendDoorCommand,
 } from './door-open.ts';
 import { OutboundError } from './errors.ts';
-import { type ChannelOptions, PartnerChannel } from './partner-channel.ts';
+import {
+  type ChannelOptions,
+  PartnerChannel,
+  type SendOptions,
+  type SignedAnswer,
+} from './partner-channel.ts';
 
 export interface OutboundOptions extends ChannelOptions {
   retryDelayMs: number;
@@ -175,6 +187,20 @@ export class Outbound {
     return sendDoorCommand(this.channel(partner ?? command.partnerId), command, {
       retryDelayMs: this.#deps.options.retryDelayMs,
     });
+  }
+
+  /**
+   * A generic signed call to the partner's base URL (see {@link PartnerChannel.send}): a token of
+   * `opts.scope`, the request signed, the answer's signature verified, status, header fields and raw
+   * body back. Throws an {@link OutboundError} when there is no trustworthy answer.
+   */
+  async send(
+    partnerOrId: string | PartnerInfo,
+    method: string,
+    path: string,
+    opts: SendOptions,
+  ): Promise<SignedAnswer> {
+    return this.channel(partnerOrId).send(method, path, opts);
   }
 
   /** Contract §7 in one call: prepare, send, verified outcome. */

@@ -4,13 +4,17 @@
  * - TLS with our client certificate, trusting ONLY the partner's pinned CA (undici `Agent`, kept-alive
  *   connections, connect timeout);
  * - OAuth2 client credentials (RFC 6749 §4.4) at the partner's token endpoint over that same mTLS
- *   connection, the client authenticated by its certificate (RFC 8705 `tls_client_auth`), scope
- *   `doors:open`; the token is cached until `refreshMarginSeconds` before it expires and concurrent
- *   callers share one in-flight token request;
+ *   connection, the client authenticated by its certificate (RFC 8705 `tls_client_auth`), one token
+ *   per scope (`doors:open` for §7, `audit:exchange` for §8); each is cached until
+ *   `refreshMarginSeconds` before it expires and concurrent callers share one in-flight request;
  * - every request signed with our Ed25519 key per contract §3 (Content-Digest, `created`, `nonce`),
  *   every answer verified: Content-Digest over the exact bytes received and the partner's signature over
  *   `"@status" "content-digest" "signature";req;key="sig1"` with a key registered for THAT partner.
  *   An answer that fails is never handed to the caller.
+ *
+ * {@link PartnerChannel.send} is the generic call (any method, path, scope and body, the raw verified
+ * answer back); the door command of §7 drives {@link PartnerChannel.token} and
+ * {@link PartnerChannel.post} itself for its own retry rules.
  */
 import type { KeyObject } from 'node:crypto';
 import { type Static, Type as T } from '@sinclair/typebox';
@@ -19,6 +23,7 @@ import { Agent, request } from 'undici';
 import { contentDigest } from '../http-signatures/content-digest.ts';
 import {
   REQUEST_COMPONENTS_WITH_BODY,
+  REQUEST_COMPONENTS_WITHOUT_BODY,
   RESPONSE_COMPONENTS,
   signRequest,
   verifyResponse,
@@ -29,12 +34,19 @@ import { classifyTransportError, OutboundError } from './errors.ts';
 
 /** The scope of contract §7 at the partner's authorization server. */
 export const DOOR_SCOPE = 'doors:open';
+/** The scope of contract §8 (journal read, witnessing, reconciliation) at the partner. */
+export const AUDIT_SCOPE = 'audit:exchange';
 
 /**
- * Upper bound on an answer we read from a partner. Not a tunable: contract answers are a few hundred
- * bytes, and a partner must not be able to make us buffer without limit.
+ * Default upper bound on an answer we read from a partner. Not a tunable: contract answers are a few
+ * hundred bytes, and a partner must not be able to make us buffer without limit. A caller expecting
+ * more (a tile, a reconciliation message) passes the bound its protocol sets to
+ * {@link PartnerChannel.send}.
  */
-const MAX_RESPONSE_BYTES = 64 * 1024;
+export const MAX_RESPONSE_BYTES = 64 * 1024;
+
+/** RFC 6749 §3.3 scope-token: printable ASCII without space, `"` or `\`. */
+const SCOPE_TOKEN = /^[\x21\x23-\x5b\x5d-\x7e]+$/;
 
 export interface ChannelOptions {
   connectTimeoutMs: number;
@@ -58,6 +70,8 @@ export interface PartnerChannelDeps {
 
 export interface SignedAnswer {
   status: number;
+  /** The answer's header fields as received (lower-case names). */
+  headers: Record<string, string | string[] | undefined>;
   body: Buffer;
   /** kid of the partner key that signed the answer. */
   keyid: string;
@@ -79,6 +93,30 @@ const TokenResponse = T.Object(
   { additionalProperties: true },
 );
 const checkTokenResponse = TypeCompiler.Compile(TokenResponse);
+
+/** One generic call of {@link PartnerChannel.send}. */
+export interface SendOptions {
+  /** The OAuth scope the partner's route needs, e.g. {@link AUDIT_SCOPE}. */
+  scope: string;
+  /**
+   * The body: bytes as they are, anything else as JSON. None (undefined) sends no body and signs the
+   * request without `content-digest` (contract §3).
+   */
+  body?: Buffer | Uint8Array | unknown;
+  /** Default `application/json` for a JSON body; required meaning for bytes (default octet-stream). */
+  contentType?: string;
+  /** Default `application/json`. */
+  accept?: string;
+  /** Latest end of the call, Date.now ms (token and request); default now + the total timeout. */
+  deadline?: number;
+  /** Largest answer read; default {@link MAX_RESPONSE_BYTES}. */
+  maxResponseBytes?: number;
+  /**
+   * On a 401, fetch a fresh token and send once more (default true): the partner acted on nothing,
+   * and it no longer takes the cached token (revoked, its keys rotated).
+   */
+  retryOn401?: boolean;
+}
 
 interface CachedToken {
   token: string;
@@ -106,8 +144,9 @@ export class PartnerChannel {
   readonly #deps: PartnerChannelDeps;
   readonly #agent: Agent;
   readonly #now: () => number;
-  #token: CachedToken | undefined;
-  #inflight: Promise<string> | undefined;
+  /** By scope. */
+  readonly #tokens = new Map<string, CachedToken>();
+  readonly #inflight = new Map<string, Promise<string>>();
   /** Token requests made (for metrics and tests). */
   tokenRequests = 0;
 
@@ -133,26 +172,26 @@ export class PartnerChannel {
   }
 
   /**
-   * A partner access token with scope `doors:open`, from the cache or the token endpoint. Concurrent
-   * callers share one request. `deadline` (clock of Date.now, ms) bounds the wait.
+   * A partner access token with `scope` (default `doors:open`), from the cache or the token endpoint.
+   * Concurrent callers of one scope share one request. `deadline` (clock of Date.now, ms) bounds the
+   * wait.
    */
-  async token(deadline = Date.now() + this.#deps.options.timeoutMs): Promise<string> {
-    const cached = this.#token;
+  async token(deadline = Date.now() + this.#deps.options.timeoutMs, scope = DOOR_SCOPE): Promise<string> {
+    if (!SCOPE_TOKEN.test(scope)) throw new TypeError('one scope-token (RFC 6749 §3.3)');
+    const cached = this.#tokens.get(scope);
     if (cached && this.#now() < cached.refreshAt) return cached.token;
-    if (!this.#inflight) {
-      const p = this.#fetchToken(Math.min(deadline, Date.now() + this.#deps.options.timeoutMs));
-      this.#inflight = p;
+    if (deadline - Date.now() <= 0) throw new OutboundError('ERR_OUTBOUND_TIMEOUT', 'no token in time');
+    let shared = this.#inflight.get(scope);
+    if (!shared) {
+      const p = this.#fetchToken(Math.min(deadline, Date.now() + this.#deps.options.timeoutMs), scope);
+      this.#inflight.set(scope, p);
       // Clear the slot whatever the outcome; a failure is not cached.
-      p.then(
-        () => {
-          if (this.#inflight === p) this.#inflight = undefined;
-        },
-        () => {
-          if (this.#inflight === p) this.#inflight = undefined;
-        },
-      );
+      const clear = () => {
+        if (this.#inflight.get(scope) === p) this.#inflight.delete(scope);
+      };
+      p.then(clear, clear);
+      shared = p;
     }
-    const shared = this.#inflight;
     const remaining = deadline - Date.now();
     if (remaining <= 0) throw new OutboundError('ERR_OUTBOUND_TIMEOUT', 'no token in time');
     // Each caller waits no longer than its own deadline, even when it joined an earlier request.
@@ -172,10 +211,12 @@ export class PartnerChannel {
 
   /** Drops the cached token (the partner answered 401: it no longer accepts it). */
   invalidateToken(token?: string): void {
-    if (token === undefined || this.#token?.token === token) this.#token = undefined;
+    for (const [scope, cached] of this.#tokens) {
+      if (token === undefined || cached.token === token) this.#tokens.delete(scope);
+    }
   }
 
-  async #fetchToken(deadline: number): Promise<string> {
+  async #fetchToken(deadline: number, scope: string): Promise<string> {
     this.tokenRequests++;
     const ctl = new AbortController();
     const timer = setTimeout(() => ctl.abort(), Math.max(0, deadline - Date.now()));
@@ -190,10 +231,10 @@ export class PartnerChannel {
         body: new URLSearchParams({
           grant_type: 'client_credentials',
           client_id: this.endpoint.clientId,
-          scope: DOOR_SCOPE,
+          scope,
         }).toString(),
       });
-      const body = await readLimited(res.body);
+      const body = await readLimited(res.body, MAX_RESPONSE_BYTES);
       if (res.statusCode !== 200) {
         throw new OutboundError('ERR_OUTBOUND_TOKEN', `token endpoint answered ${res.statusCode}`);
       }
@@ -208,13 +249,13 @@ export class PartnerChannel {
       }
       const t = parsed as Static<typeof TokenResponse>;
       // RFC 6749 §3.3: the server may grant less than asked; a token without our scope is useless.
-      if (t.scope !== undefined && !t.scope.split(' ').includes(DOOR_SCOPE)) {
-        throw new OutboundError('ERR_OUTBOUND_TOKEN', `token lacks the ${DOOR_SCOPE} scope`);
+      if (t.scope !== undefined && !t.scope.split(' ').includes(scope)) {
+        throw new OutboundError('ERR_OUTBOUND_TOKEN', `token lacks the ${scope} scope`);
       }
       const margin = this.#deps.options.tokenRefreshMarginSeconds;
       // A lifetime shorter than the margin: use the token for half its life rather than never.
       const reuseSeconds = t.expires_in > margin ? t.expires_in - margin : t.expires_in / 2;
-      this.#token = { token: t.access_token, refreshAt: obtainedAt + reuseSeconds * 1000 };
+      this.#tokens.set(scope, { token: t.access_token, refreshAt: obtainedAt + reuseSeconds * 1000 });
       return t.access_token;
     } catch (err) {
       throw classifyTransportError(err, ctl.signal.aborted);
@@ -228,22 +269,77 @@ export class PartnerChannel {
    * answer only once its digest and the partner's signature verified. Throws an {@link OutboundError}.
    */
   async post(path: string, body: unknown, token: string, deadline: number): Promise<SignedAnswer> {
+    return this.exchange('POST', path, token, deadline, {
+      body: Buffer.from(JSON.stringify(body), 'utf8'),
+      contentType: 'application/json',
+      accept: 'application/json',
+    });
+  }
+
+  /**
+   * The generic call: `method` on `{baseUrl}{path}` (path with its query, if any) with a token of
+   * `opts.scope`, signed per contract §3; returns status, header fields and the raw body once the
+   * answer's digest and the partner's signature verified. A 401 is retried once with a fresh token
+   * (see {@link SendOptions.retryOn401}); any other status is the caller's to read. Throws an
+   * {@link OutboundError} for everything that gives no trustworthy answer.
+   */
+  async send(method: string, path: string, opts: SendOptions): Promise<SignedAnswer> {
+    if (!path.startsWith('/')) throw new TypeError('path must start with /');
+    const deadline = Math.min(
+      opts.deadline ?? Number.POSITIVE_INFINITY,
+      Date.now() + this.#deps.options.timeoutMs,
+    );
+    let body: Buffer | undefined;
+    let contentType = opts.contentType;
+    if (opts.body === undefined) body = undefined;
+    else if (opts.body instanceof Uint8Array) {
+      body = Buffer.from(opts.body.buffer, opts.body.byteOffset, opts.body.byteLength);
+      contentType ??= 'application/octet-stream';
+    } else {
+      body = Buffer.from(JSON.stringify(opts.body), 'utf8');
+      contentType ??= 'application/json';
+    }
+    const wire = {
+      accept: opts.accept ?? 'application/json',
+      maxResponseBytes: opts.maxResponseBytes ?? MAX_RESPONSE_BYTES,
+      ...(body !== undefined ? { body, contentType: contentType as string } : {}),
+    };
+    let retried = opts.retryOn401 === false;
+    for (;;) {
+      const token = await this.token(deadline, opts.scope);
+      const answer = await this.exchange(method, path, token, deadline, wire);
+      if (answer.status !== 401) return answer;
+      this.invalidateToken(token);
+      if (retried) return answer;
+      retried = true;
+    }
+  }
+
+  /** One signed request with `token` and its verified answer (no token handling, no retry). */
+  async exchange(
+    method: string,
+    path: string,
+    token: string,
+    deadline: number,
+    wire: { body?: Buffer; contentType?: string; accept: string; maxResponseBytes?: number },
+  ): Promise<SignedAnswer> {
     const targetUri = `${this.endpoint.baseUrl}${path}`;
-    const bytes = Buffer.from(JSON.stringify(body), 'utf8');
     const headers: Record<string, string> = {
       authorization: `Bearer ${token}`,
-      'content-type': 'application/json',
-      accept: 'application/json',
-      'content-digest': contentDigest(bytes),
+      accept: wire.accept,
     };
+    if (wire.body !== undefined) {
+      headers['content-type'] = wire.contentType ?? 'application/octet-stream';
+      headers['content-digest'] = contentDigest(wire.body);
+    }
     const key = this.#deps.signingKey;
     Object.assign(
       headers,
       signRequest({
-        method: 'POST',
+        method,
         targetUri,
         headers,
-        components: REQUEST_COMPONENTS_WITH_BODY,
+        components: wire.body !== undefined ? REQUEST_COMPONENTS_WITH_BODY : REQUEST_COMPONENTS_WITHOUT_BODY,
         privateKey: key.privateKey,
         keyid: key.kid,
       }),
@@ -259,15 +355,15 @@ export class PartnerChannel {
     let exchangeMs: number;
     try {
       const res = await request(targetUri, {
-        method: 'POST',
+        method: method as 'GET',
         dispatcher: this.#agent,
         signal: ctl.signal,
         headers,
-        body: bytes,
+        ...(wire.body !== undefined ? { body: wire.body } : {}),
       });
       status = res.statusCode;
       resHeaders = res.headers;
-      received = await readLimited(res.body);
+      received = await readLimited(res.body, wire.maxResponseBytes ?? MAX_RESPONSE_BYTES);
       exchangeMs = performance.now() - sentAt;
     } catch (err) {
       throw classifyTransportError(err, ctl.signal.aborted);
@@ -279,7 +375,7 @@ export class PartnerChannel {
       status,
       headers: resHeaders,
       body: received,
-      request: { method: 'POST', targetUri, headers },
+      request: { method, targetUri, headers },
       // Only keys registered for this partner: another partner's key is an unknown key here.
       resolveKey: (kid) => partnerKeys.get(kid),
       requiredComponents: RESPONSE_COMPONENTS,
@@ -287,7 +383,7 @@ export class PartnerChannel {
     if (!verified.ok) {
       throw new OutboundError('ERR_OUTBOUND_SIGNATURE', `answer refused: ${verified.code}`);
     }
-    return { status, body: received, keyid: verified.keyid, exchangeMs };
+    return { status, headers: resHeaders, body: received, keyid: verified.keyid, exchangeMs };
   }
 
   async close(): Promise<void> {
@@ -300,12 +396,15 @@ export class PartnerChannel {
   }
 }
 
-async function readLimited(body: AsyncIterable<Uint8Array> & { destroy?: () => unknown }): Promise<Buffer> {
+async function readLimited(
+  body: AsyncIterable<Uint8Array> & { destroy?: () => unknown },
+  limit: number,
+): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of body) {
     size += chunk.byteLength;
-    if (size > MAX_RESPONSE_BYTES) {
+    if (size > limit) {
       body.destroy?.();
       throw new OutboundError('ERR_OUTBOUND_RESPONSE', 'answer too large');
     }

@@ -337,6 +337,132 @@ describe('door open over mTLS against the intercom simulator (contract §7)', ()
   });
 });
 
+describe('the generic signed call (PartnerChannel.send)', () => {
+  const command = async () => {
+    const requestedAt = new Date();
+    return {
+      commandId: uuidv7(requestedAt.getTime()),
+      subject: await h.runtime.outbound.subject(partnerId, residentId),
+      requestedAt: requestedAt.toISOString(),
+      expiresAt: new Date(requestedAt.getTime() + 5000).toISOString(),
+    };
+  };
+
+  test('a JSON body with a doors:open token: the verified answer, status, headers and raw bytes', async () => {
+    const o = outboundWith({});
+    const body = await command();
+    const a = await o.send(partnerId, 'POST', '/v1/doors/door-ok/open', { scope: 'doors:open', body });
+    assert.equal(a.status, 200);
+    assert.match(String(a.headers['content-digest']), /^sha-256=:/);
+    assert.equal(a.headers['content-digest'], contentDigest(a.body), 'digest over the raw bytes returned');
+    const answer = JSON.parse(a.body.toString('utf8')) as { commandId: string; status: string };
+    assert.deepEqual([answer.commandId, answer.status], [body.commandId, 'opened']);
+    assert.ok(sim.openings.some((x) => x.commandId === body.commandId));
+  });
+
+  test('bytes are sent as they are, under the given content type', async () => {
+    const o = outboundWith({});
+    const body = await command();
+    // Keys in another order and spaces: the partner must get (and the digest cover) these bytes.
+    const text = `{ "expiresAt": "${body.expiresAt}", "requestedAt": "${body.requestedAt}", "subject": "${body.subject}", "commandId": "${body.commandId}" }`;
+    const a = await o.send(partnerId, 'POST', '/v1/doors/door-ok/open', {
+      scope: 'doors:open',
+      body: Buffer.from(text),
+      contentType: 'application/json',
+    });
+    assert.equal(a.status, 200);
+    assert.ok(sim.openings.some((x) => x.commandId === body.commandId));
+  });
+
+  test('one token per scope, each cached: an audit:exchange token does not open doors', async () => {
+    const o = outboundWith({});
+    const channel = o.channel(partnerId);
+    const tokens = sim.tokensIssued;
+    const door = await o.send(partnerId, 'POST', '/v1/doors/door-ok/open', {
+      scope: 'doors:open',
+      body: await command(),
+    });
+    assert.equal(door.status, 200);
+    const before = sim.openings.length;
+    // The simulator grants audit:exchange, but its door route needs doors:open: 401, retried once
+    // with a fresh audit token, and the second 401 is handed back (signed).
+    const audit = await o.send(partnerId, 'POST', '/v1/doors/door-ok/open', {
+      scope: 'audit:exchange',
+      body: await command(),
+    });
+    assert.equal(audit.status, 401);
+    assert.equal(sim.openings.length, before, 'nothing opened with the audit token');
+    assert.equal(sim.tokensIssued - tokens, 3, 'door token, audit token, fresh audit token after the 401');
+    // The door token survived the audit 401s.
+    assert.equal(
+      (
+        await o.send(partnerId, 'POST', '/v1/doors/door-ok/open', {
+          scope: 'doors:open',
+          body: await command(),
+        })
+      ).status,
+      200,
+    );
+    assert.equal(sim.tokensIssued - tokens, 3);
+    assert.equal(channel.tokenRequests, 3);
+    const noRetry = await o.send(partnerId, 'POST', '/v1/doors/door-ok/open', {
+      scope: 'audit:exchange',
+      body: await command(),
+      retryOn401: false,
+    });
+    assert.equal(noRetry.status, 401);
+    // The last refused token was dropped: one new audit token, and no second one without the retry.
+    assert.equal(sim.tokensIssued - tokens, 4);
+  });
+
+  test('a scope the partner does not grant is a token error; nothing else is sent', async () => {
+    const o = outboundWith({});
+    const requests = sim.doorRequests;
+    await assert.rejects(
+      o.send(partnerId, 'POST', '/v1/doors/door-ok/open', { scope: 'barrier:decide', body: await command() }),
+      { name: 'OutboundError', code: 'ERR_OUTBOUND_TOKEN' },
+    );
+    assert.equal(sim.doorRequests, requests);
+    await assert.rejects(
+      o.send(partnerId, 'GET', '/v1/x', { scope: 'doors:open audit:exchange' }),
+      TypeError,
+    );
+  });
+
+  test('an unsigned answer is never handed back (a GET without a body to an unknown path)', async () => {
+    const o = outboundWith({});
+    await assert.rejects(
+      o.send(partnerId, 'GET', '/v1/journal/checkpoint?x=1', { scope: 'audit:exchange' }),
+      {
+        name: 'OutboundError',
+        code: 'ERR_OUTBOUND_SIGNATURE',
+      },
+    );
+  });
+
+  test('an answer larger than the caller allows is refused', async () => {
+    const o = outboundWith({});
+    await assert.rejects(
+      o.send(partnerId, 'POST', '/v1/doors/door-ok/open', {
+        scope: 'doors:open',
+        body: await command(),
+        maxResponseBytes: 10,
+      }),
+      { name: 'OutboundError', code: 'ERR_OUTBOUND_RESPONSE' },
+    );
+  });
+
+  test('a deadline already passed sends nothing', async () => {
+    const o = outboundWith({});
+    const tokens = sim.tokensIssued;
+    await assert.rejects(
+      o.send(partnerId, 'GET', '/v1/doors', { scope: 'doors:open', deadline: Date.now() - 1 }),
+      { name: 'OutboundError', code: 'ERR_OUTBOUND_TIMEOUT' },
+    );
+    assert.equal(sim.tokensIssued, tokens);
+  });
+});
+
 describe('the simulator checks what smart-home sends', () => {
   let agent: Agent;
   let token: string;
