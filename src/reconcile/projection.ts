@@ -179,14 +179,14 @@ export function parseElementHex(s: unknown): Buffer | undefined {
 
 /**
  * One answer item of `POST …/journal/projections`: the element asked for, its item time (the eventId's,
- * ms), the projection, and when this side recorded the action (RFC 3339, its own clock — what a
+ * ms), the projection, and (optionally) when this side recorded the action (RFC 3339, its own clock — what a
  * timing difference is told by). Elements a side does not hold are left out of its answer.
  */
 export interface ProjectionRecord {
   element: string;
   time: number;
   projection: Projection;
-  at: string;
+  at?: string;
 }
 
 /** The `from`/`to` query of `POST …/journal/reconcile`: RFC 3339 times, the window [from, to) in ms. */
