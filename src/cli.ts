@@ -12,6 +12,9 @@ import { openDb } from './db/open-db.ts';
 import { sql } from './db/sql.ts';
 import { createOperator } from './identity/operators.ts';
 import { readPassword } from './identity/read-password.ts';
+import { EXPORT_FORMATS, type ExportFormat, exportJournal } from './journal/export/export.ts';
+import { resolvePartner, UnknownPartnerError } from './journal/export/rows.ts';
+import { fileSink, OutputExistsError, type Sink, streamSink } from './journal/export/sink.ts';
 import { appendJournal } from './journal/journal.ts';
 import { latestCheckpoint } from './journal/log/sequencer.ts';
 import { verifyLog } from './journal/log/verify.ts';
@@ -347,6 +350,76 @@ journal
       );
     });
   });
+
+function rfc3339(v: string): Date {
+  const d = new Date(v);
+  if (
+    !/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$/i.test(v) ||
+    Number.isNaN(d.getTime())
+  )
+    throw new InvalidArgumentError('an RFC 3339 time with its offset, e.g. 2026-12-01T00:00:00Z');
+  return d;
+}
+
+journal
+  .command('export')
+  .description(
+    'write journal entries as JSON Lines (each line the log entry as its leaf hashes it) or OCSF API Activity events, streamed from one snapshot',
+  )
+  .option('--format <format>', `${EXPORT_FORMATS.join(' | ')}`, 'jsonl')
+  .option('--from <time>', 'entries at or after this RFC 3339 time', rfc3339)
+  .option('--to <time>', 'entries before this RFC 3339 time', rfc3339)
+  .option('--partner <id|code>', "only entries about this partner (its own or its devices')")
+  .option('--out <file>', 'write to this file (appears only once complete); standard output otherwise')
+  .option('--force', 'replace --out if it exists')
+  .action(
+    async (opts: {
+      format: string;
+      from?: Date;
+      to?: Date;
+      partner?: string;
+      out?: string;
+      force?: boolean;
+    }) => {
+      if (!(EXPORT_FORMATS as readonly string[]).includes(opts.format))
+        fail(`--format ${opts.format}: one of ${EXPORT_FORMATS.join(', ')}`, 2);
+      if (opts.from && opts.to && opts.from >= opts.to) fail('--from must be before --to', 2);
+      const cfg = config();
+      await ensureDevelopmentMaterial(cfg);
+      const log = await loadJournalLog(cfg);
+      await withDb(async ({ db }) => {
+        let partnerId: string | undefined;
+        if (opts.partner) {
+          try {
+            partnerId = (await resolvePartner(db, opts.partner)).id;
+          } catch (err) {
+            if (err instanceof UnknownPartnerError) fail(`--partner: ${err.message}`, 2);
+            throw err;
+          }
+        }
+        let sink: Sink;
+        try {
+          sink = opts.out
+            ? await fileSink(opts.out, { overwrite: opts.force ?? false })
+            : streamSink(process.stdout);
+        } catch (err) {
+          if (err instanceof OutputExistsError) fail(err.message, 2);
+          throw err;
+        }
+        const progress = progressLine('exporting');
+        const r = await exportJournal(db, sink, {
+          format: opts.format as ExportFormat,
+          filter: { from: opts.from, to: opts.to, partnerId },
+          origin: log.origin,
+          onProgress: (done, total) => progress(done, total),
+        });
+        progress.done();
+        process.stderr.write(
+          `exported ${r.entries.toLocaleString('en')} entries${opts.out ? ` to ${opts.out}` : ''}\n`,
+        );
+      });
+    },
+  );
 
 program.parseAsync().catch((err: unknown) => {
   const e = err as { code?: string; message?: string };
