@@ -14,6 +14,7 @@ import { AppError } from './errors.ts';
 import { installProblemHandlers, STRICT_AJV } from './http/problem-handler.ts';
 import type { ReplayCache } from './http-signatures/replay-cache.ts';
 import { createIdentity, type Identity } from './identity/identity.ts';
+import { journalProofRoutes } from './journal/log/proofs.ts';
 import { journalReadRoutes } from './journal/log/read-api.ts';
 import type { SigningKey } from './keys/service-keys.ts';
 import type { Logger } from './logger.ts';
@@ -176,6 +177,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
         barrierRoutes({ db: deps.db, directory: () => directory, batching: config.barrier }),
       );
       await zone.register(journalReadRoutes({ db: deps.db }));
+      await zone.register(journalProofRoutes({ db: deps.db, audience: 'partner' }));
     },
     { prefix: '/partner/v1' },
   );
@@ -229,6 +231,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
       await admin.register(
         adminApi({ db: deps.db, cipher: deps.cipher, onDirectoryChange: reloadDirectory }),
       );
+      await admin.register(journalProofRoutes({ db: deps.db, audience: 'operator' }));
     },
     { prefix: '/admin/v1' },
   );

@@ -6,6 +6,7 @@ import { openPgDb } from '../../src/db/pg-db.ts';
 import { sql } from '../../src/db/sql.ts';
 import { appendJournal } from '../../src/journal/journal.ts';
 import { entryOf, JOURNAL_ROW_COLUMNS, type JournalRow } from '../../src/journal/log/leaf.ts';
+import { consistencyFor, inclusionFor } from '../../src/journal/log/proofs.ts';
 import {
   integrateAll,
   integrateBatch,
@@ -19,6 +20,7 @@ import {
   leafHash,
   rootOfLeafHashes,
   verifyConsistency,
+  verifyInclusion,
 } from '../../src/tlog/merkle.ts';
 import { noteSigner, openNote, parseCheckpoint } from '../../src/tlog/note.ts';
 import { nodesFromTiles, tilesForNodes } from '../../src/tlog/tiles.ts';
@@ -101,6 +103,53 @@ describe('the sequencer', () => {
       nodesFromTiles(nodes, (id) => tiles.get(`${id.level}/${id.index}`)),
     );
     assert.ok(verifyConsistency(before.size, now.size, proof, before.root, now.root));
+  });
+
+  test('inclusion and consistency proofs for operators verify against the signed checkpoints', async () => {
+    const cp = (await latestCheckpoint(db))!;
+    const some = await db.one<{ id: string }>(sql`
+      select j.id::text as id from journal j join journal_leaves l on l.journal_seq = j.seq where l.leaf_index = 123`);
+    const inc = await inclusionFor(db, { journalId: some!.id });
+    assert.equal(inc.leafIndex, 123);
+    assert.equal(inc.treeSize, cp.size);
+    assert.equal(inc.checkpoint, cp.note);
+    assert.deepEqual(leafHash(Buffer.from(inc.entry)), Buffer.from(inc.leafHash, 'base64'));
+    assert.ok(
+      verifyInclusion(
+        123,
+        cp.size,
+        Buffer.from(inc.leafHash, 'base64'),
+        inc.proof.map((p) => Buffer.from(p, 'base64')),
+        cp.root,
+      ),
+    );
+    const at512 = (await db.one<{ root: Buffer }>(
+      sql`select root from journal_checkpoints where size = 512`,
+    ))!;
+    const old = await inclusionFor(db, { journalId: some!.id }, 512);
+    assert.ok(
+      verifyInclusion(
+        123,
+        512,
+        Buffer.from(old.leafHash, 'base64'),
+        old.proof.map((p) => Buffer.from(p, 'base64')),
+        Buffer.from(at512.root),
+      ),
+    );
+    const cons = await consistencyFor(db, 512);
+    assert.equal(cons.to, cp.size);
+    assert.ok(
+      verifyConsistency(
+        512,
+        cp.size,
+        cons.proof.map((p) => Buffer.from(p, 'base64')),
+        Buffer.from(at512.root),
+        cp.root,
+      ),
+    );
+    await assert.rejects(inclusionFor(db, { journalId: some!.id }, cp.size + 1), /no checkpoint covers/);
+    await assert.rejects(inclusionFor(db, { journalId: some!.id }, 100), /beyond tree size 100/);
+    await assert.rejects(consistencyFor(db, cp.size + 5), /beyond/);
   });
 
   test('the log tables refuse UPDATE, DELETE and TRUNCATE', async () => {

@@ -2,16 +2,20 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { PartnerClient } from '../../simulator/partner-client.ts';
 import { decodeBundle, servedLeafHash } from '../../src/journal/log/read-api.ts';
-import { integrateAll } from '../../src/journal/log/sequencer.ts';
-import { rootOfLeafHashes } from '../../src/tlog/merkle.ts';
+import { integrateAll, latestCheckpoint } from '../../src/journal/log/sequencer.ts';
+import { rootOfLeafHashes, verifyConsistency, verifyInclusion } from '../../src/tlog/merkle.ts';
 import { openNote, parseCheckpoint } from '../../src/tlog/note.ts';
 import { partialTiles, TILE_WIDTH, tilePath } from '../../src/tlog/tiles.ts';
+import { uuidv7 } from '../../src/util/uuid.ts';
 import { type Harness, startHarness } from '../support/harness.ts';
 import { PLATES, standardWorld } from '../support/world.ts';
 
 let h: Harness;
 let north: PartnerClient;
 let south: PartnerClient;
+const northEvents = [uuidv7(), uuidv7(), uuidv7()];
+const southEvents = [uuidv7(), uuidv7()];
+let firstSize: number;
 
 before(async () => {
   h = await startHarness({
@@ -20,8 +24,10 @@ before(async () => {
   });
   north = await h.client('barrier-north');
   south = await h.client('barrier-south', { localAddress: '127.0.0.3' });
-  for (let i = 0; i < 3; i++) await north.barrierRead('gate-1', PLATES.anna);
-  for (let i = 0; i < 2; i++) await south.barrierRead('gate-s', PLATES.boris);
+  for (let i = 0; i < 3; i++) await north.barrierRead('gate-1', PLATES.anna, { eventId: northEvents[i]! });
+  for (let i = 0; i < 2; i++) await south.barrierRead('gate-s', PLATES.boris, { eventId: southEvents[i]! });
+  await integrateAll(h.runtime.db, h.runtime.journalLog, 100_000);
+  firstSize = (await latestCheckpoint(h.runtime.db))!.size;
   // Enough rows to fill a whole level-0 tile and start the next.
   for (let i = 0; i < 260; i++) await north.barrierRead('gate-1', PLATES.unknown);
   await integrateAll(h.runtime.db, h.runtime.journalLog, 100_000);
@@ -97,6 +103,65 @@ describe('the journal read API (contract §8.1, C2SP tlog-tiles)', () => {
     const decisions = full.filter((e) => e['action'] === 'barrier.decision');
     assert.equal(decisions.length, 2, 'its two decisions, none of north’s');
     assert.equal(new Set(decisions.map((e) => e['partnerId'])).size, 1);
+  });
+
+  test('a partner gets inclusion proofs for its own entries by eventId, and consistency proofs', async () => {
+    const v = [h.runtime.journalLog.signer.verifier];
+    const res = await north.send<Record<string, unknown>>(
+      'GET',
+      `/partner/v1/journal/proof/inclusion?id=${northEvents[1]}`,
+      {
+        scope: 'audit:exchange',
+      },
+    );
+    assert.equal(res.status, 200, JSON.stringify(res.body));
+    assert.equal(res.signatureValid, true);
+    const b = res.body as {
+      leafIndex: number;
+      treeSize: number;
+      leafHash: string;
+      proof: string[];
+      checkpoint: string;
+      entry: string;
+    };
+    const cp = parseCheckpoint(openNote(b.checkpoint, v).text);
+    assert.equal(cp.size, b.treeSize);
+    assert.ok(
+      verifyInclusion(
+        b.leafIndex,
+        b.treeSize,
+        Buffer.from(b.leafHash, 'base64'),
+        b.proof.map((p) => Buffer.from(p, 'base64')),
+        cp.root,
+      ),
+    );
+    assert.equal(JSON.parse(b.entry).details.eventId, northEvents[1]);
+    // South's event is not north's to prove (nor to learn whether it exists).
+    const foreign = await north.send('GET', `/partner/v1/journal/proof/inclusion?id=${southEvents[0]}`, {
+      scope: 'audit:exchange',
+    });
+    assert.equal(foreign.status, 404);
+    const bad = await north.send('GET', '/partner/v1/journal/proof/inclusion?id=nope', {
+      scope: 'audit:exchange',
+    });
+    assert.equal(bad.status, 400);
+    const cons = await north.send<{ proof: string[]; checkpoints: { from: string; to: string }; to: number }>(
+      'GET',
+      `/partner/v1/journal/proof/consistency?from=${firstSize}`,
+      { scope: 'audit:exchange' },
+    );
+    assert.equal(cons.status, 200, JSON.stringify(cons.body));
+    const from = parseCheckpoint(openNote(cons.body.checkpoints.from, v).text);
+    const to = parseCheckpoint(openNote(cons.body.checkpoints.to, v).text);
+    assert.ok(
+      verifyConsistency(
+        from.size,
+        to.size,
+        cons.body.proof.map((p) => Buffer.from(p, 'base64')),
+        from.root,
+        to.root,
+      ),
+    );
   });
 
   test('beyond the newest checkpoint, non-canonical paths and a token without the scope are refused', async () => {
