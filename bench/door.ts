@@ -12,15 +12,18 @@
  * the client (end to end) and the service's `Server-Timing` (`partner`, `total`); "added" is end to end
  * minus partner, per request — everything that is not the partner, TLS and the client included.
  *
- *   npm run bench:door -- [--seconds 20] [--warmup 5] [--residents 32] [--engine postgres|pglite]
- *                         [--profile DIR] [--no-write]
+ *   npm run bench:door -- [--seconds 20] [--warmup 5] [--residents 32] [--also 8,1]
+ *                         [--engine postgres|pglite] [--profile DIR] [--no-write]
+ *
+ * `--also` runs fewer residents at a time afterwards (≤ 10 s each, after a 2 s settle), to show where
+ * the load, rather than the path, sets the latency.
  *
  * `--profile DIR` runs the service with `--cpu-prof` into DIR; `--no-write` leaves docs/benchmarks.md
  * as it is. PostgreSQL comes from BENCH_DATABASE_URL, DATABASE_URL or
  * postgres://postgres@127.0.0.1:5432/test (a fresh schema, dropped afterwards).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -38,6 +41,8 @@ const { values: args } = parseArgs({
     warmup: { type: 'string', default: process.env['BENCH_WARMUP'] ?? '5' },
     residents: { type: 'string', default: process.env['BENCH_RESIDENTS'] ?? '32' },
     engine: { type: 'string', default: process.env['BENCH_ENGINE'] ?? 'postgres' },
+    /** Fewer residents at a time after the main run (the same residents, signed in once). */
+    also: { type: 'string', default: process.env['BENCH_ALSO'] ?? '8,1' },
     profile: { type: 'string' },
     'no-write': { type: 'boolean', default: false },
   },
@@ -124,7 +129,7 @@ interface Run {
   missingTiming: number;
   seconds: number;
   /** CPU time (user + system) of each process over the run, ms. */
-  cpuMs: { service: number; intercom: number; residents: number };
+  cpuMs: { service: number; intercom: number; residents: number; postgres: number };
 }
 
 /** CPU time (user + system) a process has used so far, ms, from /proc (Linux); NaN elsewhere. */
@@ -138,6 +143,27 @@ async function cpuOf(pid: number | undefined): Promise<number> {
   } catch {
     return Number.NaN;
   }
+}
+/**
+ * CPU time of each PostgreSQL process on the machine, ms by pid: the server's share of the run, but
+ * also whatever else uses PostgreSQL meanwhile (on a shared machine).
+ */
+async function postgresCpu(): Promise<Map<string, number>> {
+  const out = new Map<string, number>();
+  if (engine !== 'postgres') return out;
+  for (const pid of await readdir('/proc').catch(() => [] as string[])) {
+    if (!/^\d+$/.test(pid)) continue;
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+    if (stat.includes(' (postgres) ')) out.set(pid, await cpuOf(Number(pid)));
+  }
+  return out;
+}
+/** CPU used between two samples: processes in both by difference, new ones in full (gone ones are lost). */
+function postgresDelta(before: Map<string, number>, after: Map<string, number>): number {
+  if (engine !== 'postgres') return Number.NaN;
+  let sum = 0;
+  for (const [pid, ms] of after) sum += ms - (before.get(pid) ?? 0);
+  return sum;
 }
 const selfCpu = () => {
   const u = process.cpuUsage();
@@ -170,12 +196,13 @@ async function run(
     errors: 0,
     missingTiming: 0,
     seconds: 0,
-    cpuMs: { service: 0, intercom: 0, residents: 0 },
+    cpuMs: { service: 0, intercom: 0, residents: 0, postgres: 0 },
   };
   const cpu0 = {
     service: await cpuOf(pids.service),
     intercom: await cpuOf(pids.intercom),
     residents: selfCpu(),
+    postgres: await postgresCpu(),
   };
   const started = performance.now();
   const deadline = started + secs * 1000;
@@ -212,6 +239,7 @@ async function run(
     service: (await cpuOf(pids.service)) - cpu0.service,
     intercom: (await cpuOf(pids.intercom)) - cpu0.intercom,
     residents: selfCpu() - cpu0.residents,
+    postgres: postgresDelta(cpu0.postgres, await postgresCpu()),
   };
   return result;
 }
@@ -281,9 +309,14 @@ try {
   await run(apps, warmup, 'warm-up');
   log(`[measure] ${residents} concurrent residents, ${seconds} s…`);
   const loaded = await run(apps, seconds, `${residents} residents`);
-  const singleSeconds = Math.min(seconds, 10);
-  log(`[measure] 1 resident (the path's own latency), ${singleSeconds} s…`);
-  const single = await run(apps.slice(0, 1), singleSeconds, '1 resident');
+  const smallSeconds = Math.min(seconds, 10);
+  const smaller: Array<{ n: number; run: Run }> = [];
+  for (const n of (args.also ?? '').split(',').filter(Boolean).map(Number)) {
+    if (!(n >= 1 && n < residents)) continue;
+    await run(apps.slice(0, n), Math.min(warmup, 2), `settle ${n}`);
+    log(`[measure] ${n} concurrent residents, ${smallSeconds} s…`);
+    smaller.push({ n, run: await run(apps.slice(0, n), smallSeconds, `${n} residents`) });
+  }
   await Promise.allSettled(apps.map(({ app }) => app.close()));
 
   const summary = (m: Run) => {
@@ -300,11 +333,11 @@ try {
         service: r2(m.cpuMs.service / n),
         intercom: r2(m.cpuMs.intercom / n),
         residents: r2(m.cpuMs.residents / n),
+        postgres: r2(m.cpuMs.postgres / n),
       },
     };
   };
   const L = summary(loaded);
-  const S = summary(single);
   const addedP99 = r2(pct(L.added, 99));
   const met = addedP99 <= TARGET_ADDED_P99_MS && loaded.errors === 0;
   const outcomes = (m: Run) =>
@@ -313,14 +346,14 @@ try {
     (m.missingTiming ? `, ${m.missingTiming} without Server-Timing` : '');
   const q = (v: number[]) => `${r2(pct(v, 50))} / ${r2(pct(v, 99))}`;
   const row = (name: string, x: ReturnType<typeof summary>) =>
-    `| ${name} | ${x.perSecond} | ${q(x.e2e)} | ${q(x.partner)} | ${q(x.added)} | ${r2(x.added.at(-1) ?? Number.NaN)} | ${q(x.inside)} | ${x.cpu.service} / ${x.cpu.intercom} / ${x.cpu.residents} |`;
+    `| ${name} | ${x.perSecond} | ${q(x.e2e)} | ${q(x.partner)} | ${q(x.added)} | ${r2(x.added.at(-1) ?? Number.NaN)} | ${q(x.inside)} | ${x.cpu.service} / ${x.cpu.intercom} / ${x.cpu.residents} / ${x.cpu.postgres} |`;
   const body = [
     '## Door open (`npm run bench:door`)',
     '',
     `Measured ${new Date().toISOString().slice(0, 10)} on ${machine()}, smart-home on ${engine === 'pglite' ? 'PGlite (embedded)' : 'PostgreSQL 15'}.`,
     `${residents} residents, each signed in through the real authorization code flow (PKCE, phone and one-time code)`,
     'with the mobile-app client of simulator/resident-app.ts, each keeping one door-open request in flight on its own',
-    `keep-alive TLS connection: ${seconds} s measured after a ${warmup} s warm-up; then one resident alone for ${singleSeconds} s.`,
+    `keep-alive TLS connection: ${seconds} s measured after a ${warmup} s warm-up; then fewer at a time (${smallSeconds} s each).`,
     "Each request is the whole path: TLS, access-token check (ES256, resident looked up), the resident's door,",
     'journal entry committed, per-partner pseudonym, command signed (RFC 9421) over mTLS with a cached partner token,',
     'the intercom simulator (its own process) checks it and answers at once, signed; answer verified, journal entry',
@@ -330,14 +363,15 @@ try {
     'the HTTP client → last byte of the answer); "added" is end to end at the client minus partner, per request, so it',
     'counts TLS, the client and loopback along with smart-home itself; "inside" is `total − partner` from the same header',
     "(smart-home's own time from routing to the answer). CPU is user + system time of each process over the run",
-    `divided by the door opens (PostgreSQL's not included). Target: added ≤ ${TARGET_ADDED_P99_MS} ms at p99 with ${residents} concurrent residents.`,
+    "divided by the door opens; PostgreSQL's is all its processes', so it includes any other use of it on the machine.",
+    `Target: added ≤ ${TARGET_ADDED_P99_MS} ms at p99 with ${residents} concurrent residents.`,
     '',
-    '| run | opens/s | end to end p50 / p99 ms | partner p50 / p99 | added p50 / p99 | added max | inside p50 / p99 | CPU ms per open: service / intercom / residents |',
+    '| run | opens/s | end to end p50 / p99 ms | partner p50 / p99 | added p50 / p99 | added max | inside p50 / p99 | CPU ms per open: service / intercom / residents / PostgreSQL |',
     '|---|---|---|---|---|---|---|---|',
     row(`${residents} concurrent residents`, L),
-    row('1 resident', S),
+    ...smaller.map(({ n, run: r }) => row(`${n} concurrent resident${n === 1 ? '' : 's'}`, summary(r))),
     '',
-    `Outcomes: ${outcomes(loaded)} (${residents} residents); ${outcomes(single)} (1 resident).`,
+    `Outcomes: ${[loaded, ...smaller.map((x) => x.run)].map(outcomes).join('; ')} (rows in order).`,
     `**Target ${met ? 'met' : 'missed'}**: added p99 ${addedP99} ms ${met ? '≤' : '>'} ${TARGET_ADDED_P99_MS} ms with ${residents} concurrent residents.`,
     '',
     `Command: \`npm run bench:door -- --seconds ${seconds} --warmup ${warmup} --residents ${residents} --engine ${engine}\`.`,
