@@ -542,6 +542,8 @@ export function adminApi(deps: AdminApiDeps) {
               enabled: b.enabled ?? true,
               baseUrl: b.baseUrl ?? null,
               outbound: outbound(b.outbound),
+              logKey: b.logKey ?? null,
+              witnessKey: b.witnessKey ?? null,
             }),
           true,
         );

@@ -225,11 +225,13 @@ type PartnerRow = {
   server_ca_pem: string | null;
   outbound_client_id: string | null;
   token_endpoint: string | null;
+  log_key: string | null;
+  witness_key: string | null;
   created_at: Date;
   updated_at: Date;
 };
 const PARTNER_SELECT = sql`select p.id, p.code, p.name, p.enabled, p.scopes, p.base_url, p.server_ca_pem,
-  p.outbound_client_id, p.token_endpoint, p.created_at, p.updated_at from partners p`;
+  p.outbound_client_id, p.token_endpoint, p.log_key, p.witness_key, p.created_at, p.updated_at from partners p`;
 
 async function partner(db: Queryable, r: PartnerRow) {
   const [complexes, networks, certs, signing, encryption, secrets] = [
@@ -280,6 +282,8 @@ async function partner(db: Queryable, r: PartnerRow) {
       r.server_ca_pem && r.outbound_client_id
         ? { serverCa: r.server_ca_pem, clientId: r.outbound_client_id, tokenEndpoint: r.token_endpoint }
         : null,
+    logKey: r.log_key,
+    witnessKey: r.witness_key,
     createdAt: iso(r.created_at),
     updatedAt: iso(r.updated_at),
   };

@@ -276,6 +276,15 @@ const Outbound = T.Object(
   { additionalProperties: false },
 );
 const BaseUrl = T.String({ pattern: '^https://', maxLength: 2000 });
+/** A C2SP signed-note verifier key `name+id+base64(type ‖ key)` (contract §8.2). */
+const VerifierKey = (description: string) =>
+  T.String({ pattern: '^[\\x21-\\x2a\\x2c-\\x7e]{1,255}\\+[0-9a-f]{8}\\+[A-Za-z0-9+/]{44}$', description });
+const LogKey = VerifierKey(
+  "the partner's journal log key (Ed25519, type 0x01); its name is the log origin, unique among partners",
+);
+const WitnessKey = VerifierKey(
+  "the partner's witness key (cosignature/v1, type 0x04): checks its cosignatures of our checkpoints",
+);
 
 const PartnerFields = {
   name: Name,
@@ -288,6 +297,8 @@ const PartnerFields = {
   encryptionKeys: T.Array(EncryptionJwk, { maxItems: 20 }),
   baseUrl: Nullable(BaseUrl),
   outbound: Nullable(Outbound),
+  logKey: Nullable(LogKey),
+  witnessKey: Nullable(WitnessKey),
 };
 export const PartnerCreate = T.Object(
   {
@@ -296,6 +307,8 @@ export const PartnerCreate = T.Object(
     enabled: T.Optional(T.Boolean()),
     baseUrl: T.Optional(Nullable(BaseUrl)),
     outbound: T.Optional(Nullable(Outbound)),
+    logKey: T.Optional(Nullable(LogKey)),
+    witnessKey: T.Optional(Nullable(WitnessKey)),
   },
   { additionalProperties: false },
 );
@@ -339,6 +352,8 @@ export const Partner = T.Object(
         { additionalProperties: false },
       ),
     ),
+    logKey: Nullable(T.String({ description: 'verifier key of its journal log; the name is the origin' })),
+    witnessKey: Nullable(T.String({ description: 'verifier key of its cosignatures of our checkpoints' })),
     createdAt: Timestamp,
     updatedAt: Timestamp,
   },

@@ -1,6 +1,7 @@
 import { createPublicKey, type KeyObject } from 'node:crypto';
 import type { Queryable } from '../db/db.ts';
 import { sql } from '../db/sql.ts';
+import { type NoteVerifier, verifierFromKeyString } from '../tlog/note.ts';
 import { CidrSet } from '../util/cidr.ts';
 
 export interface DeviceInfo {
@@ -30,6 +31,18 @@ export interface PartnerInfo {
   devices: ReadonlyMap<string, DeviceInfo>;
   /** How smart-home calls this partner (contract §7), when it receives commands. */
   outbound: OutboundEndpoint | undefined;
+  /** Contract §8.2: the verifier of the partner's journal checkpoints; its name is the log origin. */
+  log: RegisteredNoteKey | undefined;
+  /** Contract §8.2: the verifier of the partner's cosignatures (cosignature/v1) of our checkpoints. */
+  witness: RegisteredNoteKey | undefined;
+}
+
+/** A signed-note verifier key as registered (`name+id+key`) and its verifier. */
+export interface RegisteredNoteKey {
+  /** The key's name: for a log key, the log's origin line. */
+  name: string;
+  key: string;
+  verifier: NoteVerifier;
 }
 
 export interface OutboundEndpoint {
@@ -42,6 +55,17 @@ export interface OutboundEndpoint {
   serverCa: string;
 }
 
+/** The registry checked the key when it was stored; one that no longer parses counts as none. */
+function noteKey(key: string | null): RegisteredNoteKey | undefined {
+  if (key === null) return undefined;
+  try {
+    const verifier = verifierFromKeyString(key);
+    return { name: verifier.name, key, verifier };
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * An immutable in-memory view of every partner: what the partner listener needs on each request
  * (certificate → partner, allowlists, signing keys, perimeter, devices) without a database round trip.
@@ -52,6 +76,8 @@ export class PartnerDirectory {
   readonly byId: ReadonlyMap<string, PartnerInfo>;
   readonly byCode: ReadonlyMap<string, PartnerInfo>;
   readonly byThumbprint: ReadonlyMap<string, PartnerInfo>;
+  /** Partners by the origin of their journal log (contract §8.2). */
+  readonly byLogOrigin: ReadonlyMap<string, PartnerInfo>;
   /** Union of every partner's networks (and trusted proxies): the pre-TLS connection filter. */
   readonly anyNetwork: CidrSet;
   readonly loadedAt: Date;
@@ -60,6 +86,7 @@ export class PartnerDirectory {
     this.byId = new Map(partners.map((p) => [p.id, p]));
     this.byCode = new Map(partners.map((p) => [p.code, p]));
     this.byThumbprint = new Map(partners.flatMap((p) => p.certThumbprints.map((t) => [t, p] as const)));
+    this.byLogOrigin = new Map(partners.flatMap((p) => (p.log ? [[p.log.name, p] as const] : [])));
     this.anyNetwork = new CidrSet([...partners.flatMap((p) => p.networks.cidrs), ...extraCidrs]);
     this.loadedAt = new Date();
   }
@@ -74,8 +101,11 @@ export class PartnerDirectory {
       server_ca_pem: string | null;
       outbound_client_id: string | null;
       token_endpoint: string | null;
+      log_key: string | null;
+      witness_key: string | null;
     }>(
-      sql`select id, code, enabled, scopes, base_url, server_ca_pem, outbound_client_id, token_endpoint from partners`,
+      sql`select id, code, enabled, scopes, base_url, server_ca_pem, outbound_client_id, token_endpoint,
+            log_key, witness_key from partners`,
     );
     const group = async <T extends { partner_id: string }>(q: ReturnType<typeof sql>) => {
       const m = new Map<string, T[]>();
@@ -155,6 +185,8 @@ export class PartnerDirectory {
                 serverCa: p.server_ca_pem,
               }
             : undefined,
+        log: noteKey(p.log_key),
+        witness: noteKey(p.witness_key),
       };
     });
     return new PartnerDirectory(infos, extraCidrs);

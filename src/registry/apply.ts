@@ -214,6 +214,9 @@ class ApplyContext {
               tokenEndpoint: p.outbound.tokenEndpoint ?? null,
             }
           : null,
+        // Contract §8.2: the keys of its journal log and of its witness (absent: none).
+        logKey: p.logKey ?? null,
+        witnessKey: p.witnessKey ?? null,
       };
       const cur = await this.tx.one<{ id: string }>(sql`select id from partners where code = ${p.code}`);
       if (!cur) await atPath(at, () => registry.createPartner(this.svc, input), APPLY_FIELDS);

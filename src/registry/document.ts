@@ -80,6 +80,10 @@ const Outbound = T.Object(
   { additionalProperties: false },
 );
 
+/** A C2SP signed-note verifier key `name+id+base64(type ‖ key)` (checked further in the service). */
+const VerifierKey = (description: string) =>
+  T.String({ pattern: '^[\\x21-\\x2a\\x2c-\\x7e]{1,255}\\+[0-9a-f]{8}\\+[A-Za-z0-9+/]{44}$', description });
+
 const Partner = T.Object(
   {
     code: Code,
@@ -97,6 +101,10 @@ const Partner = T.Object(
     baseUrl: T.Optional(T.String({ pattern: '^https://' })),
     /** Contract §7: how smart-home calls this partner (needs `baseUrl`). See src/outbound/. */
     outbound: T.Optional(Outbound),
+    /** Contract §8.2: its journal log's verifier key (Ed25519, type 0x01); the name is the log origin. */
+    logKey: T.Optional(VerifierKey("its journal log's key (Ed25519); the name is the log origin")),
+    /** Contract §8.2: its witness key (cosignature/v1, type 0x04), that cosigns our checkpoints. */
+    witnessKey: T.Optional(VerifierKey('its witness cosigner key (cosignature/v1)')),
   },
   { additionalProperties: false },
 );
@@ -252,6 +260,18 @@ export async function loadDocumentFile(file: string): Promise<ProvisioningDocume
           );
         } catch {
           throw new DocumentError(`/partners/${pi}/outbound/serverCa/file`, 'cannot read the file');
+        }
+      }
+      for (const field of ['logKey', 'witnessKey'] as const) {
+        // A verifier key file holds the one-line `name+id+key` string (what `smart-home keys` prints).
+        const v = (p as Record<string, unknown>)[field];
+        if (!v || typeof v !== 'object' || !('file' in v) || Object.keys(v).length !== 1) continue;
+        try {
+          (p as Record<string, unknown>)[field] = (
+            await readFile(path.resolve(base, String((v as { file: unknown }).file)), 'utf8')
+          ).trim();
+        } catch {
+          throw new DocumentError(`/partners/${pi}/${field}/file`, 'cannot read the file');
         }
       }
       for (const field of ['certificates', 'signingKeys', 'encryptionKeys'] as const) {

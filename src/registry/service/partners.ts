@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { calculateJwkThumbprint, type JWK } from 'jose';
 import { sql } from '../../db/sql.ts';
+import { parseVerifierKey, SIG_COSIGNATURE_V1, SIG_ED25519 } from '../../tlog/note.ts';
 import { addPartnerSecret } from '../partner-secrets.ts';
 import { rebuildPartnerPlateTokens } from '../plate-tokens.ts';
 import {
@@ -37,6 +38,17 @@ export interface PartnerInput {
   baseUrl: string | null;
   /** Contract §7: how smart-home calls the partner (pinned server CA PEM, our client id, its token endpoint). */
   outbound: PartnerOutbound | null;
+  /**
+   * Contract §8.2: the verifier key of the partner's journal log, a C2SP signed-note key string
+   * `name+id+key` of type Ed25519 (0x01); its name is the log's origin, unique among partners.
+   * smart-home witnesses only checkpoints signed by it. Absent or null: none.
+   */
+  logKey?: string | null;
+  /**
+   * Contract §8.2: the partner's witness key, a `name+id+key` string of type cosignature/v1 (0x04),
+   * that checks its cosignatures of smart-home's checkpoints. Absent or null: none.
+   */
+  witnessKey?: string | null;
 }
 
 export interface PartnerOutbound {
@@ -57,7 +69,45 @@ type PartnerRow = {
   server_ca_pem: string | null;
   outbound_client_id: string | null;
   token_endpoint: string | null;
+  log_key: string | null;
+  witness_key: string | null;
 };
+
+/** A verifier key string checked for its type; its name is the log origin for a log key. */
+function checkVerifierKey(field: 'logKey' | 'witnessKey', vkey: string | null | undefined): string | null {
+  if (vkey === undefined || vkey === null) return null;
+  let k: ReturnType<typeof parseVerifierKey>;
+  try {
+    k = parseVerifierKey(vkey);
+  } catch (err) {
+    throw invalid(field, `not a signed-note verifier key: ${(err as Error).message}`);
+  }
+  const want = field === 'logKey' ? SIG_ED25519 : SIG_COSIGNATURE_V1;
+  if (k.type !== want) {
+    throw invalid(
+      field,
+      field === 'logKey'
+        ? 'a log key is of type Ed25519 (0x01)'
+        : 'a witness key is of type cosignature/v1 (0x04)',
+    );
+  }
+  return vkey;
+}
+
+/** The origin of a log key (its name), refused when another partner's log has it. */
+async function logOrigin(
+  ctx: RegistryContext,
+  partnerId: string,
+  logKey: string | null,
+): Promise<string | null> {
+  if (logKey === null) return null;
+  const origin = parseVerifierKey(logKey).name;
+  const other = await ctx.tx.one(
+    sql`select 1 from partners where log_origin = ${origin} and id <> ${partnerId}`,
+  );
+  if (other) throw conflict('logKey', "another partner's log has this origin");
+  return origin;
+}
 
 function outboundColumns(o: PartnerOutbound | null) {
   return {
@@ -74,10 +124,13 @@ export async function createPartner(ctx: RegistryContext, input: PartnerInput): 
   const scopes = [...input.scopes].sort();
   if (input.outbound && !input.baseUrl) throw invalid('baseUrl', 'required with outbound');
   const o = outboundColumns(input.outbound);
+  const logKey = checkVerifierKey('logKey', input.logKey);
+  const witnessKey = checkVerifierKey('witnessKey', input.witnessKey);
+  const origin = await logOrigin(ctx, id, logKey);
   await ctx.tx.query(sql`insert into partners (id, code, name, scopes, enabled, base_url,
-      server_ca_pem, outbound_client_id, token_endpoint)
+      server_ca_pem, outbound_client_id, token_endpoint, log_key, log_origin, witness_key)
     values (${id}, ${input.code}, ${input.name}, ${scopes}, ${input.enabled}, ${input.baseUrl},
-      ${o.serverCa}, ${o.clientId}, ${o.tokenEndpoint})`);
+      ${o.serverCa}, ${o.clientId}, ${o.tokenEndpoint}, ${logKey}, ${origin}, ${witnessKey})`);
   await addPartnerSecret(ctx.tx, ctx.cipher, { id, code: input.code });
   await setPerimeter(ctx, id, input.complexIds);
   await setNetworks(ctx, id, input.networks);
@@ -92,7 +145,8 @@ export async function createPartner(ctx: RegistryContext, input: PartnerInput): 
 /** Brings the fields named in `patch` to their new values; lists replace the partner's lists. */
 export async function updatePartner(ctx: RegistryContext, id: string, patch: PartnerPatch): Promise<Change> {
   const cur = await ctx.tx.one<PartnerRow>(
-    sql`select id, code, name, scopes, enabled, base_url, server_ca_pem, outbound_client_id, token_endpoint
+    sql`select id, code, name, scopes, enabled, base_url, server_ca_pem, outbound_client_id, token_endpoint,
+          log_key, witness_key
         from partners where id = ${id} for update`,
   );
   if (!cur) throw notFound('partner');
@@ -105,6 +159,10 @@ export async function updatePartner(ctx: RegistryContext, id: string, patch: Par
       ? { serverCa: cur.server_ca_pem, clientId: cur.outbound_client_id, tokenEndpoint: cur.token_endpoint }
       : outboundColumns(patch.outbound);
   if (o.serverCa && !baseUrl) throw invalid('baseUrl', 'required with outbound');
+  const logKey = patch.logKey === undefined ? cur.log_key : checkVerifierKey('logKey', patch.logKey);
+  const witnessKey =
+    patch.witnessKey === undefined ? cur.witness_key : checkVerifierKey('witnessKey', patch.witnessKey);
+  const origin = await logOrigin(ctx, id, logKey);
   let changed = false;
   if (
     cur.name !== name ||
@@ -113,12 +171,15 @@ export async function updatePartner(ctx: RegistryContext, id: string, patch: Par
     cur.base_url !== baseUrl ||
     cur.server_ca_pem !== o.serverCa ||
     cur.outbound_client_id !== o.clientId ||
-    cur.token_endpoint !== o.tokenEndpoint
+    cur.token_endpoint !== o.tokenEndpoint ||
+    cur.log_key !== logKey ||
+    cur.witness_key !== witnessKey
   ) {
     changed = true;
     await ctx.tx.query(sql`update partners set name = ${name}, scopes = ${scopes}, enabled = ${enabled},
       base_url = ${baseUrl}, server_ca_pem = ${o.serverCa}, outbound_client_id = ${o.clientId},
-      token_endpoint = ${o.tokenEndpoint}, updated_at = now() where id = ${id}`);
+      token_endpoint = ${o.tokenEndpoint}, log_key = ${logKey}, log_origin = ${origin},
+      witness_key = ${witnessKey}, updated_at = now() where id = ${id}`);
   }
   if (patch.complexIds) changed = (await setPerimeter(ctx, id, patch.complexIds)) || changed;
   if (patch.networks) changed = (await setNetworks(ctx, id, patch.networks)) || changed;
