@@ -90,6 +90,8 @@ export interface Config {
   keys: { kekFile: string; kek: string | undefined; signingKeyFile: string; tokenKeyFile: string };
   /** The journal as a Merkle log (src/journal/log/). */
   journal: { keyFile: string; origin: string; integrateMs: number; batchMax: number };
+  /** Witnessing, contract §8.2 (src/journal/witness/): our cosigner, and the submission of our checkpoints. */
+  witness: { keyFile: string; name: string; submitMs: number };
   /** Journal reconciliation, contract §8.4 (src/journal/reconcile/). */
   reconcile: {
     maxWindowDays: number;
