@@ -16,6 +16,10 @@ import type { ReplayCache } from './http-signatures/replay-cache.ts';
 import { createIdentity, type Identity } from './identity/identity.ts';
 import { journalProofRoutes } from './journal/log/proofs.ts';
 import { journalReadRoutes } from './journal/log/read-api.ts';
+import type { LogIdentity } from './journal/log/sequencer.ts';
+import { reconcileAdminRoutes } from './journal/reconcile/admin-route.ts';
+import { journalReconcileRoutes } from './journal/reconcile/routes.ts';
+import { newReconStore, Reconciler } from './journal/reconcile/service.ts';
 import type { SigningKey } from './keys/service-keys.ts';
 import type { Logger } from './logger.ts';
 import type { Outbound } from './outbound/outbound.ts';
@@ -51,6 +55,8 @@ export interface AppDeps {
   replayCache: ReplayCache;
   /** The outbound partner channel (contract §7), for the resident door-open route. */
   outbound?: Outbound;
+  /** The journal log's identity: signs reconciliation reports (without it, operators cannot run one). */
+  journalLog?: LogIdentity;
 }
 
 export interface App {
@@ -61,6 +67,8 @@ export interface App {
   /** The partner directory currently in force, and a way to reload it after a change. */
   directory(): PartnerDirectory;
   reloadDirectory(): Promise<void>;
+  /** Journal reconciliation (contract §8.4): our runs against partners; absent without journalLog. */
+  reconciler: Reconciler | undefined;
   close(): Promise<void>;
 }
 
@@ -159,6 +167,19 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     jwks: authServer.jwks,
   });
 
+  // One reconciliation index per instance: the partner endpoints of §8.4 and our own runs share it.
+  const reconStore = newReconStore(deps.db, deps.cipher, config.reconcile);
+  const reconciler = deps.journalLog
+    ? new Reconciler({
+        db: deps.db,
+        cipher: deps.cipher,
+        log: deps.journalLog,
+        outbound: deps.outbound,
+        directory: () => directory,
+        options: config.reconcile,
+        store: reconStore,
+      })
+    : undefined;
   await partnerApp.register(
     async (zone) => {
       // Applied to this context itself (not registered as a child), so its hooks cover the routes below.
@@ -177,6 +198,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
         barrierRoutes({ db: deps.db, directory: () => directory, batching: config.barrier }),
       );
       await zone.register(journalReadRoutes({ db: deps.db }));
+      await zone.register(journalReconcileRoutes({ store: reconStore, options: config.reconcile }));
       await zone.register(journalProofRoutes({ db: deps.db, audience: 'partner' }));
     },
     { prefix: '/partner/v1' },
@@ -231,6 +253,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
       await admin.register(
         adminApi({ db: deps.db, cipher: deps.cipher, onDirectoryChange: reloadDirectory }),
       );
+      await admin.register(reconcileAdminRoutes({ reconciler: () => reconciler }));
       await admin.register(journalProofRoutes({ db: deps.db, audience: 'operator' }));
     },
     { prefix: '/admin/v1' },
@@ -267,6 +290,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     identity,
     directory: () => directory,
     reloadDirectory,
+    reconciler,
     async close() {
       await Promise.allSettled([partnerApp.close(), publicApp.close()]);
     },

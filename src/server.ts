@@ -217,6 +217,7 @@ export async function createRuntime(
       tokenKey,
       replayCache,
       outbound,
+      journalLog,
     });
     built = app;
     return {
