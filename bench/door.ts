@@ -130,7 +130,35 @@ interface Run {
   seconds: number;
   /** CPU time (user + system) of each process over the run, ms. */
   cpuMs: { service: number; intercom: number; residents: number; postgres: number };
+  /** The intercom's own handling of each command over the run (bench/door-intercom.ts), ms. */
+  handlingMs: number[];
 }
+
+/** The intercom's handling times, asked for by signal and answered on its stdout. */
+const handling = {
+  pid: undefined as number | undefined,
+  waiters: [] as Array<(ms: number[]) => void>,
+  onLine(line: string) {
+    if (!line.startsWith('{"handlingMs"')) return;
+    const ms = (JSON.parse(line) as { handlingMs: number[] }).handlingMs;
+    handling.waiters.shift()?.(ms);
+  },
+  reset() {
+    if (handling.pid !== undefined) process.kill(handling.pid, 'SIGUSR1');
+  },
+  collect(): Promise<number[]> {
+    const pid = handling.pid;
+    if (pid === undefined) return Promise.resolve([]);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => resolve([]), 5000);
+      handling.waiters.push((ms) => {
+        clearTimeout(timer);
+        resolve(ms);
+      });
+      process.kill(pid, 'SIGUSR2');
+    });
+  },
+};
 
 /** CPU time (user + system) a process has used so far, ms, from /proc (Linux); NaN elsewhere. */
 async function cpuOf(pid: number | undefined): Promise<number> {
@@ -197,6 +225,7 @@ async function run(
     missingTiming: 0,
     seconds: 0,
     cpuMs: { service: 0, intercom: 0, residents: 0, postgres: 0 },
+    handlingMs: [],
   };
   const cpu0 = {
     service: await cpuOf(pids.service),
@@ -204,6 +233,7 @@ async function run(
     residents: selfCpu(),
     postgres: await postgresCpu(),
   };
+  handling.reset();
   const started = performance.now();
   const deadline = started + secs * 1000;
   const progress = setInterval(() => {
@@ -232,6 +262,7 @@ async function run(
     }
   };
   await Promise.all(apps.map(resident));
+  result.handlingMs = await handling.collect();
   clearInterval(progress);
   process.stderr.write('\n');
   result.seconds = (performance.now() - started) / 1000;
@@ -280,15 +311,15 @@ try {
   children.push(server.child);
   const info = await server.ready;
   pids.service = server.child.pid;
-  const intercom = startProcess<{ url: string }>(script('./door-intercom.ts'), [
-    info.dataDir,
-    info.identityDir,
-    caJson,
-    String(intercomPort),
-  ]);
+  const intercom = startProcess<{ url: string }>(
+    script('./door-intercom.ts'),
+    [info.dataDir, info.identityDir, caJson, String(intercomPort)],
+    { onLine: handling.onLine },
+  );
   children.push(intercom.child);
   await intercom.ready;
   pids.intercom = intercom.child.pid;
+  handling.pid = intercom.child.pid;
 
   log(`[setup] ${residents} residents sign in (authorization code + PKCE, phone and one-time code)…`);
   const ca = await readFile(info.caFile, 'utf8');
@@ -327,6 +358,7 @@ try {
       perSecond: Math.round(n / m.seconds),
       e2e: sorted((s) => s.e2e),
       partner: sorted((s) => s.partner),
+      handling: [...m.handlingMs].sort((a, b) => a - b),
       added: sorted((s) => s.e2e - s.partner),
       inside: sorted((s) => s.total - s.partner),
       cpu: {
@@ -344,9 +376,10 @@ try {
     [...m.statuses].map(([k, v]) => `${k}×${v}`).join(' ') +
     (m.errors ? `, ${m.errors} client errors` : '') +
     (m.missingTiming ? `, ${m.missingTiming} without Server-Timing` : '');
-  const q = (v: number[]) => `${r2(pct(v, 50))} / ${r2(pct(v, 99))}`;
+  const f = (v: number) => (Number.isNaN(v) ? '—' : String(r2(v)));
+  const q = (v: number[]) => `${f(pct(v, 50))} / ${f(pct(v, 99))}`;
   const row = (name: string, x: ReturnType<typeof summary>) =>
-    `| ${name} | ${x.perSecond} | ${q(x.e2e)} | ${q(x.partner)} | ${q(x.added)} | ${r2(x.added.at(-1) ?? Number.NaN)} | ${q(x.inside)} | ${x.cpu.service} / ${x.cpu.intercom} / ${x.cpu.residents} / ${x.cpu.postgres} |`;
+    `| ${name} | ${x.perSecond} | ${q(x.e2e)} | ${q(x.partner)} | ${q(x.handling)} | ${q(x.added)} | ${f(x.added.at(-1) ?? Number.NaN)} | ${q(x.inside)} | ${[x.cpu.service, x.cpu.intercom, x.cpu.residents, x.cpu.postgres].map(f).join(' / ')} |`;
   const body = [
     '## Door open (`npm run bench:door`)',
     '',
@@ -362,12 +395,14 @@ try {
     '"partner" is the service\'s own `Server-Timing: partner` (the time it waited on the intercom: request handed to',
     'the HTTP client → last byte of the answer); "added" is end to end at the client minus partner, per request, so it',
     'counts TLS, the client and loopback along with smart-home itself; "inside" is `total − partner` from the same header',
-    "(smart-home's own time from routing to the answer). CPU is user + system time of each process over the run",
+    "(smart-home's own time from routing to the answer). \"intercom's own\" is the simulator's handling of each command in",
+    'its process (request headers parsed → signed answer handed to the socket): the part of "partner" the partner',
+    'itself spends; the rest of "partner" is loopback and waiting for a core, in either process. CPU is user + system time of each process over the run',
     "divided by the door opens; PostgreSQL's is all its processes', so it includes any other use of it on the machine.",
     `Target: added ≤ ${TARGET_ADDED_P99_MS} ms at p99 with ${residents} concurrent residents.`,
     '',
-    '| run | opens/s | end to end p50 / p99 ms | partner p50 / p99 | added p50 / p99 | added max | inside p50 / p99 | CPU ms per open: service / intercom / residents / PostgreSQL |',
-    '|---|---|---|---|---|---|---|---|',
+    "| run | opens/s | end to end p50 / p99 ms | partner p50 / p99 | intercom's own p50 / p99 | added p50 / p99 | added max | inside p50 / p99 | CPU ms per open: service / intercom / residents / PostgreSQL |",
+    '|---|---|---|---|---|---|---|---|---|',
     row(`${residents} concurrent residents`, L),
     ...smaller.map(({ n, run: r }) => row(`${n} concurrent resident${n === 1 ? '' : 's'}`, summary(r))),
     '',
