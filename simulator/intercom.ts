@@ -10,6 +10,10 @@
  * Per-door behaviour can be switched (latency, offline, reject, HTTP 500, slow beyond the caller's
  * timeout, a bad or missing response signature, another commandId in the answer) for tests and the
  * demo. Use as a library: `startIntercomSimulator(...)`, then `stop()`.
+ *
+ * It keeps its own journal of the doors it opened (contract §8: each command it answered, as a §8.3
+ * projection) and serves it under `/v1/journal` with scope `audit:exchange` (simulator/journal-server.ts):
+ * the log's checkpoint and tiles, witnessing of smart-home's log, reconciliation and projections.
  */
 import { createPublicKey, generateKeyPairSync, type KeyObject, randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
@@ -22,14 +26,19 @@ import { contentDigest } from '../src/http-signatures/content-digest.ts';
 import { MemoryReplayCache } from '../src/http-signatures/replay-cache.ts';
 import {
   REQUEST_COMPONENTS_WITH_BODY,
+  REQUEST_COMPONENTS_WITHOUT_BODY,
   signResponse,
   UNBOUND_RESPONSE_COMPONENTS,
   verifyRequest,
 } from '../src/http-signatures/rfc9421.ts';
 import { DoorCommandBody } from '../src/outbound/door-open.ts';
 import { certThumbprintS256, createCa, issueServerCert, type KeyPairPem } from '../src/pki/certificates.ts';
+import { doorOpenProjection } from '../src/reconcile/projection.ts';
 import type { ProvisioningDocument } from '../src/registry/document.ts';
 import type { PartnerIdentity } from './identity.ts';
+import { SimulatorJournal } from './journal.ts';
+import { type JournalAnswer, journalRoutes } from './journal-server.ts';
+import { SimulatorWitness } from './witness.ts';
 
 export type DoorMode =
   /** Opens (after `latencyMs`). */
@@ -99,6 +108,15 @@ export interface IntercomOptions {
   tokenTtlSeconds?: number;
   /** Added to this partner's clock, ms (a partner whose clock runs ahead or behind). */
   clockSkewMs?: number;
+  /** The partner's journal (shared with its other simulators); default: a new one of `identity`. */
+  journal?: SimulatorJournal;
+  /**
+   * smart-home's journal verifier key strings (`runtime.journalLog.signer.verifierKey`): the logs this
+   * partner witnesses (contract §8.2). More can be trusted later through `witness.trust`.
+   */
+  witnessedLogKeys?: string[];
+  /** Negentropy frame size limit of the journal's reconcile answers (0: unlimited, the default). */
+  reconcileFrameBytes?: number;
 }
 
 export interface IntercomSimulator {
@@ -112,6 +130,10 @@ export interface IntercomSimulator {
   /** Doors actually opened, in order: a command acted on appears once. */
   readonly openings: readonly DoorOpening[];
   readonly refusals: readonly Refusal[];
+  /** The partner's journal: each door command answered (not the 500s), with its status. */
+  readonly journal: SimulatorJournal;
+  /** The partner as a witness of smart-home's journal log. */
+  readonly witness: SimulatorWitness;
   /** Tokens issued by the token endpoint. */
   readonly tokensIssued: number;
   /** Door-open requests that reached the route (before any check). */
@@ -132,7 +154,11 @@ interface IssuedToken {
 
 interface Answer {
   status: number;
-  body: unknown;
+  body?: unknown;
+  /** Bytes sent as they are (with `contentType`) instead of a JSON body. */
+  raw?: Buffer;
+  contentType?: string;
+  headers?: Record<string, string>;
 }
 
 const checkCommand = TypeCompiler.Compile(DoorCommandBody);
@@ -164,6 +190,8 @@ export async function startIntercomSimulator(opts: IntercomOptions): Promise<Int
   const tokenTtl = opts.tokenTtlSeconds ?? 600;
   let clockSkew = opts.clockSkewMs ?? 0;
   const now = () => Date.now() + clockSkew;
+  const journal = opts.journal ?? new SimulatorJournal({ identity: opts.identity, now });
+  const witness = new SimulatorWitness({ identity: opts.identity, trust: opts.witnessedLogKeys ?? [], now });
 
   const tokens = new Map<string, IssuedToken>();
   const doors = new Map<string, DoorBehaviour>(
@@ -234,9 +262,13 @@ export async function startIntercomSimulator(opts: IntercomOptions): Promise<Int
     answer: Answer,
     mode: DoorMode = 'normal',
   ) => {
-    const bytes = Buffer.from(JSON.stringify(answer.body));
+    const bytes = answer.raw ?? Buffer.from(JSON.stringify(answer.body));
     const digest = contentDigest(bytes);
-    reply.code(answer.status).header('content-type', 'application/json').header('content-digest', digest);
+    reply
+      .code(answer.status)
+      .header('content-type', answer.contentType ?? 'application/json')
+      .header('content-digest', digest);
+    for (const [k, v] of Object.entries(answer.headers ?? {})) reply.header(k, v);
     if (mode !== 'unsigned') {
       const signedRequest =
         typeof req.headers['signature'] === 'string' && typeof req.headers['signature-input'] === 'string';
@@ -264,7 +296,7 @@ export async function startIntercomSimulator(opts: IntercomOptions): Promise<Int
     refusals.push({
       path: req.url,
       status: answer.status,
-      problem: (answer.body as { type: string }).type.split(':').at(-1) ?? '',
+      problem: (answer.body as { type?: string } | undefined)?.type?.split(':').at(-1) ?? '',
       ...(signatureCode ? { signatureCode } : {}),
     });
     return sendSigned(req, reply, answer);
@@ -293,6 +325,56 @@ export async function startIntercomSimulator(opts: IntercomOptions): Promise<Int
       .header('cache-control', 'no-store')
       .send({ access_token: token, token_type: 'Bearer', expires_in: tokenTtl, scope });
   });
+
+  /** Token with `scope` bound to this connection's certificate, then smart-home's signature (§3). */
+  const authorize = async (
+    req: FastifyRequest,
+    scope: string,
+    raw: Buffer | undefined,
+  ): Promise<(JournalAnswer & { signatureCode?: string }) | undefined> => {
+    const auth = req.headers.authorization;
+    const token = typeof auth === 'string' && auth.startsWith('Bearer ') ? auth.slice(7) : undefined;
+    const issued = token ? tokens.get(token) : undefined;
+    if (
+      !issued ||
+      issued.expiresAt <= now() ||
+      issued.thumbprint !== peerThumbprint(req) ||
+      !issued.scope.split(' ').includes(scope)
+    ) {
+      return problem('invalid-token', 401, 'The access token is missing or not valid');
+    }
+    const verified = await verifyRequest({
+      method: req.method,
+      targetUri: `https://${req.headers.host ?? ''}${req.url}`,
+      headers: req.headers as Record<string, string | undefined>,
+      body: raw ?? Buffer.alloc(0),
+      requiredComponents:
+        raw && raw.length > 0 ? REQUEST_COMPONENTS_WITH_BODY : REQUEST_COMPONENTS_WITHOUT_BODY,
+      resolveKey: (kid) => (kid === smartHomeKid ? (smartHomeKey as KeyObject) : undefined),
+      replayCache,
+      now: Math.floor(now() / 1000),
+    });
+    if (!verified.ok) {
+      return {
+        ...problem('invalid-signature', 401, 'The request signature is missing or not valid'),
+        signatureCode: verified.code,
+      };
+    }
+    return undefined;
+  };
+
+  await app.register(
+    journalRoutes({
+      journal,
+      witness,
+      authorize,
+      send: (req, reply, answer) => sendSigned(req, reply, answer),
+      refuse: (req, reply, answer) =>
+        refuse(req, reply, answer, (answer as { signatureCode?: string }).signatureCode),
+      frameSizeLimit: opts.reconcileFrameBytes ?? 0,
+    }),
+    { prefix: '/v1/journal' },
+  );
 
   app.post<{ Params: { doorId: string } }>('/v1/doors/:doorId/open', async (req, reply) => {
     state.doorRequests++;
@@ -393,26 +475,29 @@ export async function startIntercomSimulator(opts: IntercomOptions): Promise<Int
     subject: string,
     expiresAt: number,
   ): Promise<Answer> {
-    const at = () => new Date(now()).toISOString();
-    if (now() > expiresAt) return { status: 200, body: { commandId, status: 'expired', at: at() } };
+    /** Each status answered is one entry of the partner's journal (contract §8.3). */
+    const answered = (status: string): Answer => {
+      const t = now();
+      journal.record(doorOpenProjection({ commandId, doorId, subject, status }), t);
+      return { status: 200, body: { commandId, status, at: new Date(t).toISOString() } };
+    };
+    if (now() > expiresAt) return answered('expired');
     switch (behaviour.mode) {
       case 'error':
         return problem('internal', 500, 'Internal error');
       case 'offline':
-        return { status: 200, body: { commandId, status: 'device_offline', at: at() } };
+        return answered('device_offline');
       case 'reject':
-        return { status: 200, body: { commandId, status: 'rejected', at: at() } };
+        return answered('rejected');
       case 'slow':
         await wait(behaviour.slowMs);
         break;
     }
     // The device acts only if the command is still valid once it gets to it.
-    if (now() > expiresAt || stopping.signal.aborted) {
-      return { status: 200, body: { commandId, status: 'expired', at: at() } };
-    }
-    const opening = { doorId, commandId, subject, at: at() };
-    openings.push(opening);
-    return { status: 200, body: { commandId, status: 'opened', at: opening.at } };
+    if (now() > expiresAt || stopping.signal.aborted) return answered('expired');
+    const answer = answered('opened');
+    openings.push({ doorId, commandId, subject, at: (answer.body as { at: string }).at });
+    return answer;
   }
 
   await app.listen({ host: opts.host ?? '127.0.0.1', port: opts.port ?? 0 });
@@ -425,6 +510,8 @@ export async function startIntercomSimulator(opts: IntercomOptions): Promise<Int
     clientId: opts.clientId,
     openings,
     refusals,
+    journal,
+    witness,
     get tokensIssued() {
       return state.tokensIssued;
     },

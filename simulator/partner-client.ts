@@ -5,8 +5,10 @@ import { importPartnerKeysFromJwe } from '../src/crypto/key-export.ts';
 import { canonicalisePlate, plateToken } from '../src/crypto/plate.ts';
 import { contentDigest } from '../src/http-signatures/content-digest.ts';
 import { signRequest, UNBOUND_RESPONSE_COMPONENTS, verifyResponse } from '../src/http-signatures/rfc9421.ts';
+import { barrierDecisionProjection } from '../src/reconcile/projection.ts';
 import { uuidv7 } from '../src/util/uuid.ts';
 import type { PartnerIdentity } from './identity.ts';
+import type { SimulatorJournal } from './journal.ts';
 
 export interface PartnerClientOptions {
   identity: PartnerIdentity;
@@ -21,6 +23,8 @@ export interface PartnerClientOptions {
   localAddress?: string;
   /** Extra headers on every request (tests: a spoofed X-Forwarded-For). */
   extraHeaders?: Record<string, string>;
+  /** The partner's journal: each barrier decision it got is recorded there (contract §8.3). */
+  journal?: SimulatorJournal;
 }
 
 export interface SignedResponse<T = unknown> {
@@ -52,6 +56,7 @@ export class PartnerClient {
   readonly identity: PartnerIdentity;
   readonly baseUrl: string;
   readonly agent: Agent;
+  readonly journal: SimulatorJournal | undefined;
   readonly #smartHomeKey: KeyObject | undefined;
   readonly #extraHeaders: Record<string, string>;
   readonly #plateKeys = new Map<string, Buffer>();
@@ -65,6 +70,7 @@ export class PartnerClient {
       ? createPublicKey({ key: opts.smartHomeKey as never, format: 'jwk' })
       : undefined;
     this.#extraHeaders = opts.extraHeaders ?? {};
+    this.journal = opts.journal;
     this.agent = new Agent({
       connections: opts.connections ?? 8,
       ...(opts.localAddress ? { localAddress: opts.localAddress } : {}),
@@ -216,19 +222,33 @@ export class PartnerClient {
       ...this.plateCandidate(r, opts.kid),
       confidence: Math.max(0.1, 0.95 - i * 0.2),
     }));
-    return this.send<Record<string, string>>(
+    const eventId = opts.eventId ?? uuidv7();
+    const res = await this.send<Record<string, string>>(
       'POST',
       `/partner/v1/barriers/${encodeURIComponent(barrierId)}/decisions`,
       {
         scope: 'barrier:decide',
         body: {
-          eventId: opts.eventId ?? uuidv7(),
+          eventId,
           capturedAt: (opts.capturedAt ?? new Date()).toISOString(),
           direction: opts.direction ?? 'entry',
           candidates,
         },
       },
     );
+    // A decision the barrier acted on is journaled once, however many times it was asked (§6 retries).
+    const decision = res.body?.['decision'];
+    if (
+      this.journal &&
+      res.status === 200 &&
+      res.signatureValid !== false &&
+      res.body?.['eventId'] === eventId &&
+      (decision === 'open' || decision === 'deny') &&
+      !this.journal.has(eventId)
+    ) {
+      this.journal.record(barrierDecisionProjection({ eventId, barrierId, decision }));
+    }
+    return res;
   }
 
   async close(): Promise<void> {
