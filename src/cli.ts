@@ -18,6 +18,7 @@ import { fileSink, OutputExistsError, type Sink, streamSink } from './journal/ex
 import { appendJournal } from './journal/journal.ts';
 import { latestCheckpoint } from './journal/log/sequencer.ts';
 import { verifyLog } from './journal/log/verify.ts';
+import { registerReconcileCommand } from './journal/reconcile/cli.ts';
 import { loadSigningKey } from './keys/service-keys.ts';
 import { certInfo, certThumbprintS256, issueClientCert, issueClientCertFromCsr } from './pki/certificates.ts';
 import { applyDocument } from './registry/apply.ts';
@@ -420,6 +421,16 @@ journal
       });
     },
   );
+
+registerReconcileCommand(journal, {
+  config,
+  fail,
+  async journalLog(cfg) {
+    await ensureDevelopmentMaterial(cfg);
+    return loadJournalLog(cfg);
+  },
+  withDb,
+});
 
 program.parseAsync().catch((err: unknown) => {
   const e = err as { code?: string; message?: string };

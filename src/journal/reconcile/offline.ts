@@ -21,7 +21,7 @@ import {
   parseProjection,
   projectionElement,
 } from '../../reconcile/projection.ts';
-import { classify, type Difference, type SideItem, sortDifferences } from './classify.ts';
+import { classify, type Difference, recordingSkews, type SideItem, sortDifferences } from './classify.ts';
 
 export class OfflineInputError extends Error {
   override readonly name = 'OfflineInputError';
@@ -148,8 +148,38 @@ export function compareOffline(
   const needKeys = new Set(need.map(key));
   const ourOnly = have.filter((it) => !needKeys.has(key(it)));
   const theirOnly = need.filter((it) => !haveKeys.has(key(it)));
-  const differences = sortDifferences(
-    classify(ourOnly, theirOnly, { skewToleranceMs: opts.skewToleranceMs }),
-  );
+  const differences = classify(ourOnly, theirOnly, { skewToleranceMs: opts.skewToleranceMs });
+  // Offline, both files are whole: the recording times of entries both hold are compared too (online,
+  // identical entries are never exchanged), and ours against their eventId times.
+  const skewed = new Set(differences.filter((d) => d.kind === 'timing_skew').map((d) => d.eventId));
+  const extra: Difference[] = [];
+  for (const [element, list] of aByElement) {
+    const other = bByElement.get(element);
+    if (!other) continue;
+    for (const x of list) {
+      const y = other.find((z) => z.time === x.time);
+      if (!y || x.at === undefined || y.at === undefined || skewed.has(x.projection.eventId)) continue;
+      if (Math.abs(y.at - x.at) > opts.skewToleranceMs) {
+        skewed.add(x.projection.eventId);
+        extra.push({
+          kind: 'timing_skew',
+          eventId: x.projection.eventId,
+          time: new Date(x.time).toISOString(),
+          ours: x.projection,
+          theirs: y.projection,
+          skewMs: y.at - x.at,
+          skewBasis: 'recorded_at',
+        });
+      }
+    }
+  }
+  for (const list of aByElement.values())
+    for (const d of recordingSkews(list, opts))
+      if (!skewed.has(d.eventId)) {
+        skewed.add(d.eventId);
+        extra.push(d);
+      }
+  differences.push(...extra);
+  sortDifferences(differences);
   return { differences, rounds, ourItems: sa.size, theirItems: sb.size };
 }
