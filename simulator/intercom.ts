@@ -35,7 +35,7 @@ import { DoorCommandBody } from '../src/outbound/door-open.ts';
 import { certThumbprintS256, createCa, issueServerCert, type KeyPairPem } from '../src/pki/certificates.ts';
 import { doorOpenProjection } from '../src/reconcile/projection.ts';
 import type { ProvisioningDocument } from '../src/registry/document.ts';
-import type { PartnerIdentity } from './identity.ts';
+import { journalVerifierKey, type PartnerIdentity, witnessVerifierKey } from './identity.ts';
 import { SimulatorJournal } from './journal.ts';
 import { type JournalAnswer, journalRoutes } from './journal-server.ts';
 import { SimulatorWitness } from './witness.ts';
@@ -573,5 +573,11 @@ export function intercomPartnerEntry(
     encryptionKeys: [identity.encryption.publicJwk as DocumentPartner['encryptionKeys'][number]],
     baseUrl: sim.url,
     outbound: { serverCa: sim.serverCaPem, clientId: sim.clientId },
+    ...partnerJournalKeys(identity),
   };
+}
+
+/** Contract §8.2: the partner's journal log key and witness key, as a provisioning document holds them. */
+export function partnerJournalKeys(identity: PartnerIdentity): { logKey: string; witnessKey: string } {
+  return { logKey: journalVerifierKey(identity), witnessKey: witnessVerifierKey(identity) };
 }

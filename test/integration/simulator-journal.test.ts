@@ -201,6 +201,18 @@ describe('the simulator journal log over HTTPS (§8.1)', () => {
     assert.equal(beyond.status, 404);
   });
 
+  test('the partner entry registers its journal log key and witness key at smart-home', async () => {
+    const row = await h.runtime.db.one<{ log_key: string; log_origin: string; witness_key: string }>(
+      sql`select log_key, log_origin, witness_key from partners where id = ${partnerId}::uuid`,
+    );
+    const id = h.identities.get('intercom-north')!;
+    assert.deepEqual(row, {
+      log_key: journalVerifierKey(id),
+      log_origin: 'intercom-north.partner.test/journal',
+      witness_key: witnessVerifierKey(id),
+    });
+  });
+
   test('a token without audit:exchange is refused (401), the answer signed all the same', async () => {
     const a = await call('GET', '/v1/journal/checkpoint', { scope: 'doors:open' });
     assert.equal(a.status, 401);
