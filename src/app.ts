@@ -16,6 +16,7 @@ import type { ReplayCache } from './http-signatures/replay-cache.ts';
 import { createIdentity, type Identity } from './identity/identity.ts';
 import { journalProofRoutes } from './journal/log/proofs.ts';
 import { journalReadRoutes } from './journal/log/read-api.ts';
+import { witnessAdminRoutes, witnessPartnerRoutes } from './journal/witness/routes.ts';
 import type { LogIdentity } from './journal/log/sequencer.ts';
 import { reconcileAdminRoutes } from './journal/reconcile/admin-route.ts';
 import { journalReconcileRoutes } from './journal/reconcile/routes.ts';
@@ -34,6 +35,7 @@ import { TokenBucketLimiter } from './partner-zone/rate-limiter.ts';
 import { PartnerDirectory } from './partners/partner-directory.ts';
 import { DoorNotCommandable, type DoorOpener, outboundDoorOpener } from './resident-api/door-opener.ts';
 import { residentApi } from './resident-api/routes.ts';
+import type { NoteSigner } from './tlog/note.ts';
 import { CidrSet } from './util/cidr.ts';
 import { uuidv7 } from './util/uuid.ts';
 
@@ -57,6 +59,8 @@ export interface AppDeps {
   outbound?: Outbound;
   /** The journal log's identity: signs reconciliation reports (without it, operators cannot run one). */
   journalLog?: LogIdentity;
+  /** Our witness cosigner (contract §8.2): without it, partners' checkpoints are not witnessed (404). */
+  witnessCosigner?: NoteSigner;
 }
 
 export interface App {
@@ -198,6 +202,9 @@ export async function buildApp(deps: AppDeps): Promise<App> {
         barrierRoutes({ db: deps.db, directory: () => directory, batching: config.barrier }),
       );
       await zone.register(journalReadRoutes({ db: deps.db }));
+      await zone.register(
+        witnessPartnerRoutes({ db: deps.db, cosigner: deps.witnessCosigner, logger: deps.logger }),
+      );
       await zone.register(journalReconcileRoutes({ store: reconStore, options: config.reconcile }));
       await zone.register(journalProofRoutes({ db: deps.db, audience: 'partner' }));
     },
@@ -255,6 +262,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
       );
       await admin.register(reconcileAdminRoutes({ reconciler: () => reconciler }));
       await admin.register(journalProofRoutes({ db: deps.db, audience: 'operator' }));
+      await admin.register(witnessAdminRoutes({ db: deps.db }));
     },
     { prefix: '/admin/v1' },
   );

@@ -15,12 +15,14 @@ import { MemoryReplayCache, RedisReplayCache, type ReplayCache } from './http-si
 import { ensureIdentityMaterial } from './identity/identity.ts';
 import { startSequencer } from './journal/log/runner.ts';
 import type { LogIdentity } from './journal/log/sequencer.ts';
+import { loadWitnessCosigner } from './journal/witness/identity.ts';
+import { startWitnessSubmitter } from './journal/witness/submitter.ts';
 import { ensureJwkFile, loadSigningKey } from './keys/service-keys.ts';
 import { createLogger, type Logger } from './logger.ts';
 import { Outbound } from './outbound/outbound.ts';
 import { ensureDevPki, isDevelopmentCert } from './pki/dev-pki.ts';
 import { DATA_KEY_PURPOSES } from './registry/data-key-purposes.ts';
-import { noteSigner } from './tlog/note.ts';
+import { type NoteSigner, noteSigner } from './tlog/note.ts';
 
 export { DATA_KEY_PURPOSES };
 
@@ -43,6 +45,8 @@ export async function ensureDevelopmentMaterial(config: Config): Promise<string[
     created.push(`token-signing key ${config.keys.tokenKeyFile}`);
   if (await ensureJwkFile(config.journal.keyFile, 'Ed25519'))
     created.push(`journal checkpoint key ${config.journal.keyFile}`);
+  if (await ensureJwkFile(config.witness.keyFile, 'Ed25519'))
+    created.push(`witness cosigner key ${config.witness.keyFile}`);
   created.push(...(await ensureIdentityMaterial(config)));
   const clients = developmentClientsFile(config);
   if (clients && !existsSync(clients)) {
@@ -127,6 +131,8 @@ export interface Runtime {
   outbound: Outbound;
   /** The journal log's name and checkpoint signer (contract §8.1). */
   journalLog: LogIdentity;
+  /** Our witness cosigner of partners' checkpoints (contract §8.2). */
+  witness: NoteSigner;
   close(): Promise<void>;
 }
 
@@ -167,6 +173,12 @@ export async function createRuntime(
   const responseKey = await loadSigningKey(config.keys.signingKeyFile, 'Ed25519');
   const tokenKey = (await loadSigningKey(config.keys.tokenKeyFile, 'ES256')).privateJwk;
   const journalLog = await loadJournalLog(config);
+  let witness: NoteSigner;
+  try {
+    witness = await loadWitnessCosigner(config);
+  } catch (err) {
+    throw new StartupError((err as Error).message);
+  }
 
   const db =
     inject.db ??
@@ -218,6 +230,7 @@ export async function createRuntime(
       replayCache,
       outbound,
       journalLog,
+      witnessCosigner: witness,
     });
     built = app;
     return {
@@ -227,6 +240,7 @@ export async function createRuntime(
       logger,
       outbound,
       journalLog,
+      witness,
       async close() {
         await app.close();
         await outbound.close();
@@ -280,10 +294,16 @@ export async function startServer(given: Config, opts: { banner?: boolean } = {}
     batchMax: config.journal.batchMax,
     logger,
   });
+  // Contract §8.2: our newest checkpoint to the partners that witness our log, while it grows.
+  const submitter = startWitnessSubmitter(
+    { db: runtime.db, outbound: runtime.outbound, directory: () => app.directory(), logger },
+    { intervalMs: config.witness.submitMs },
+  );
   const close = runtime.close;
   runtime.close = async () => {
     clearInterval(refresh);
     clearInterval(housekeeping);
+    await submitter.stop();
     await sequencer.stop();
     await close();
   };
