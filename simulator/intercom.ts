@@ -538,6 +538,17 @@ export async function startIntercomSimulator(opts: IntercomOptions): Promise<Int
 }
 
 /**
+ * A partner's own HTTPS server with no doors: its token endpoint and its journal (contract §8) only —
+ * what a barrier vendor runs so that smart-home can read, witness and reconcile its journal. Share
+ * `journal` with the vendor's `PartnerClient` so the decisions it asks are journaled there.
+ */
+export function startPartnerJournalServer(
+  opts: Omit<IntercomOptions, 'doors'> & { journal: SimulatorJournal },
+): Promise<IntercomSimulator> {
+  return startIntercomSimulator({ ...opts, doors: [] });
+}
+
+/**
  * What an intercom vendor receives from PropDevelopment at onboarding, read from a development data
  * directory (as `npm start` creates it): our service CA (its client certificates chain to it), the
  * thumbprint of our client certificate, and our public request-signing key.
