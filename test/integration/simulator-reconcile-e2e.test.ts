@@ -13,6 +13,7 @@ import {
   startPartnerJournalServer,
 } from '../../simulator/intercom.ts';
 import { SimulatorJournal } from '../../simulator/journal.ts';
+import { submitCheckpoint, type WitnessedByPeer } from '../../simulator/journal-client.ts';
 import { type LocalStack, startLocalStack } from '../../simulator/local-stack.ts';
 import type { PartnerClient } from '../../simulator/partner-client.ts';
 import { integrateAll } from '../../src/journal/log/sequencer.ts';
@@ -138,5 +139,43 @@ describe('smart-home reconciles with a barrier vendor’s own journal (§8.3, §
     assert.deepEqual(mismatch.fields, ['result']);
     const skew = report.differences.find((d) => d.kind === 'timing_skew')!;
     assert.ok(Math.abs(skew.skewMs!) >= 3_500_000, `skew ${skew.skewMs}`);
+  });
+});
+
+describe('the vendor submits its checkpoints to smart-home’s witness (§8.2)', () => {
+  test('cosigned from size 0, then with a consistency proof; after a lost state it resumes from the size smart-home holds; a bad proof is 422', async () => {
+    const witnessKey = h.runtime.witness.verifierKey;
+    const state: { last?: WitnessedByPeer } = {};
+    const first = await submitCheckpoint(client, journal, state, { witnessKey });
+    assert.equal(first.status, 200, first.cosignature);
+    assert.equal(first.signatureValid, true, 'smart-home signed its answer');
+    assert.equal(state.last?.size, journal.size);
+    assert.match(first.cosignature!, /^— /);
+
+    for (const plate of [PLATES.unknown, PLATES.anna])
+      assert.equal((await client.barrierRead('gate-1', plate)).status, 200);
+    const second = await submitCheckpoint(client, journal, state, { witnessKey });
+    assert.equal(second.status, 200);
+    assert.equal(state.last?.size, journal.size);
+
+    // The vendor forgot what smart-home cosigned: old 0 is a conflict naming the size held, then resumed.
+    assert.equal((await client.barrierRead('garage-b2', PLATES.boris)).status, 200);
+    const held = state.last!.size;
+    const lost: { last?: WitnessedByPeer } = {};
+    const resumed = await submitCheckpoint(client, journal, lost, { witnessKey });
+    assert.equal(resumed.status, 200);
+    assert.equal(lost.last?.size, journal.size);
+    assert.ok(held < journal.size);
+
+    // A proof with a changed hash is refused, and nothing moves.
+    assert.equal((await client.barrierRead('gate-1', PLATES.guest)).status, 200);
+    const proof = journal.consistency(journal.size - 1).map((p, i) => (i === 0 ? Buffer.alloc(32, 7) : p));
+    const bad = await submitCheckpoint(client, journal, lost, {
+      witnessKey,
+      oldSize: journal.size - 1,
+      proof,
+    });
+    assert.equal(bad.status, 422);
+    assert.equal(lost.last?.size, journal.size - 1);
   });
 });
