@@ -81,7 +81,8 @@ function startProcess<T>(
   const ready = new Promise<T>((resolve, reject) => {
     let seen = false;
     createInterface({ input: child.stdout! }).on('line', (line) => {
-      if (!seen && line.startsWith('{')) {
+      // The ready line is the first JSON object naming a URL (a log line before it is not).
+      if (!seen && /^\{.*"(publicUrl|url)":/.test(line)) {
         seen = true;
         resolve(JSON.parse(line) as T);
         return;
