@@ -13,6 +13,7 @@ import { sql } from './db/sql.ts';
 import { createOperator } from './identity/operators.ts';
 import { readPassword } from './identity/read-password.ts';
 import { EXPORT_FORMATS, type ExportFormat, exportJournal } from './journal/export/export.ts';
+import { exportProjections } from './journal/export/projections.ts';
 import { resolvePartner, UnknownPartnerError } from './journal/export/rows.ts';
 import { fileSink, OutputExistsError, type Sink, streamSink } from './journal/export/sink.ts';
 import { appendJournal } from './journal/journal.ts';
@@ -365,9 +366,13 @@ function rfc3339(v: string): Date {
 journal
   .command('export')
   .description(
-    'write journal entries as JSON Lines (each line the log entry as its leaf hashes it) or OCSF API Activity events, streamed from one snapshot',
+    'write journal entries as JSON Lines (each line the log entry as its leaf hashes it) or OCSF API Activity events, or a partner’s contract §8.3 projections, streamed from one snapshot',
   )
   .option('--format <format>', `${EXPORT_FORMATS.join(' | ')}`, 'jsonl')
+  .option(
+    '--projections',
+    'with --partner: its §8.3 projections in the signed log, one {element,time,projection,at} record a line (what `journal reconcile --offline` reads); --from/--to then select by eventId time',
+  )
   .option('--from <time>', 'entries at or after this RFC 3339 time', rfc3339)
   .option('--to <time>', 'entries before this RFC 3339 time', rfc3339)
   .option('--partner <id|code>', "only entries about this partner (its own or its devices')")
@@ -381,14 +386,16 @@ journal
       partner?: string;
       out?: string;
       force?: boolean;
+      projections?: boolean;
     }) => {
+      if (opts.projections && !opts.partner) fail('--projections needs --partner', 2);
       if (!(EXPORT_FORMATS as readonly string[]).includes(opts.format))
         fail(`--format ${opts.format}: one of ${EXPORT_FORMATS.join(', ')}`, 2);
       if (opts.from && opts.to && opts.from >= opts.to) fail('--from must be before --to', 2);
       const cfg = config();
       await ensureDevelopmentMaterial(cfg);
       const log = await loadJournalLog(cfg);
-      await withDb(async ({ db }) => {
+      await withDb(async ({ db, cipher }) => {
         let partnerId: string | undefined;
         if (opts.partner) {
           try {
@@ -408,15 +415,25 @@ journal
           throw err;
         }
         const progress = progressLine('exporting');
-        const r = await exportJournal(db, sink, {
-          format: opts.format as ExportFormat,
-          filter: { from: opts.from, to: opts.to, partnerId },
-          origin: log.origin,
-          onProgress: (done, total) => progress(done, total),
-        });
+        const onProgress = (done: number, total: number) => progress(done, total);
+        const r =
+          opts.projections && partnerId
+            ? await exportProjections(db, cipher, sink, {
+                partnerId,
+                from: opts.from,
+                to: opts.to,
+                clockMarginMs: cfg.reconcile.clockMarginMs,
+                onProgress,
+              })
+            : await exportJournal(db, sink, {
+                format: opts.format as ExportFormat,
+                filter: { from: opts.from, to: opts.to, partnerId },
+                origin: log.origin,
+                onProgress,
+              });
         progress.done();
         process.stderr.write(
-          `exported ${r.entries.toLocaleString('en')} entries${opts.out ? ` to ${opts.out}` : ''}\n`,
+          `exported ${r.entries.toLocaleString('en')} ${opts.projections ? 'projections' : 'entries'}${opts.out ? ` to ${opts.out}` : ''}\n`,
         );
       });
     },
