@@ -15,6 +15,7 @@ import { MemoryReplayCache, RedisReplayCache, type ReplayCache } from './http-si
 import { ensureIdentityMaterial } from './identity/identity.ts';
 import { startSequencer } from './journal/log/runner.ts';
 import type { LogIdentity } from './journal/log/sequencer.ts';
+import { startReconcileSchedule } from './journal/reconcile/scheduler.ts';
 import { loadWitnessCosigner } from './journal/witness/identity.ts';
 import { startWitnessSubmitter } from './journal/witness/submitter.ts';
 import { ensureJwkFile, loadSigningKey } from './keys/service-keys.ts';
@@ -299,10 +300,19 @@ export async function startServer(given: Config, opts: { banner?: boolean } = {}
     { db: runtime.db, outbound: runtime.outbound, directory: () => app.directory(), logger },
     { intervalMs: config.witness.submitMs },
   );
+  // Issue 4: each partner's journal reconciled once a day for the previous day (off by default).
+  const reconcileSchedule =
+    config.reconcile.schedule && app.reconciler
+      ? startReconcileSchedule(
+          { db: runtime.db, reconciler: app.reconciler, reportDir: config.reconcile.reportDir, logger },
+          { delayMinutes: config.reconcile.scheduleDelayMinutes },
+        )
+      : undefined;
   const close = runtime.close;
   runtime.close = async () => {
     clearInterval(refresh);
     clearInterval(housekeeping);
+    await reconcileSchedule?.stop();
     await submitter.stop();
     await sequencer.stop();
     await close();

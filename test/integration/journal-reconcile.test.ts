@@ -6,7 +6,7 @@
  * and the operator API.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -24,6 +24,7 @@ import { appendJournal } from '../../src/journal/journal.ts';
 import { integrateAll, latestCheckpoint } from '../../src/journal/log/sequencer.ts';
 import type { Difference } from '../../src/journal/reconcile/classify.ts';
 import { type SignedReport, verifyReport } from '../../src/journal/reconcile/report.ts';
+import { RECONCILE_SCHEDULE_LOCK, runScheduledDay } from '../../src/journal/reconcile/scheduler.ts';
 import type { Reconciler } from '../../src/journal/reconcile/service.ts';
 import { doorOpenProjection, eventTime, type Projection } from '../../src/reconcile/projection.ts';
 import { outboundDoorOpener } from '../../src/resident-api/door-opener.ts';
@@ -47,6 +48,8 @@ let partnerId: string;
 const opened: Projection[] = [];
 let from: number;
 let to: number;
+/** A door result we journaled 2 h after its command was minted (see the clock-margin test). */
+let lateEventId = '';
 
 before(async () => {
   clientsDir = await mkdtemp(path.join(tmpdir(), 'smart-home-reconcile-'));
@@ -274,7 +277,8 @@ describe('journal reconcile against the intercom simulator (contract §8.4 over 
       details: { commandId: late.eventId },
     });
     await integrateAll(h.runtime.db, h.runtime.journalLog, 100_000);
-    sim.journal.add(late); // the partner recorded it when it happened
+    lateEventId = late.eventId;
+    sim.journal.record(late, eventTime(late.eventId)); // the partner recorded it when it happened
     const signed = await run({ from: eventTime(late.eventId) - 1000 });
     assert.deepEqual(kinds(signed), [`timing_skew:${late.eventId}`]);
     const d = signed.report.differences[0]!;
@@ -343,5 +347,50 @@ describe('POST /admin/v1/journal/reconcile', () => {
       400,
     );
     assert.equal((await op.admin('POST', '/journal/reconcile', { ...body, extra: true })).status, 400);
+  });
+});
+
+describe('the daily schedule', () => {
+  const silent = { info() {}, warn() {}, error() {} };
+  test('reconciles each partner for a day once: the report written, the run journaled, a second round skips it', async (t) => {
+    t.after(() => sim.journal.clearSwitches());
+    sim.journal.drop(opened[1]!.eventId);
+    const reportDir = path.join(clientsDir, 'reports');
+    const dayStart = Math.floor(from / 86_400_000) * 86_400_000;
+    const day = new Date(dayStart).toISOString().slice(0, 10);
+    const deps = { db: h.runtime.db, reconciler, reportDir, logger: silent };
+    const first = await runScheduledDay(deps, dayStart);
+    assert.deepEqual(first, [
+      {
+        partner: 'intercom-north',
+        day,
+        result: 'differences',
+        report: path.join(reportDir, `intercom-north-${day}.json`),
+      },
+    ]);
+    const signed = JSON.parse(await readFile(first![0]!.report!, 'utf8')) as SignedReport;
+    assert.equal(verifyReport(signed, h.runtime.journalLog.signer.verifier), true);
+    // The late result of the clock-margin test lies in this day when its command was minted today.
+    const late = Math.floor(eventTime(lateEventId) / 86_400_000) * 86_400_000 === dayStart;
+    assert.deepEqual(
+      kinds(signed).sort(),
+      [`missing_at_partner:${opened[1]!.eventId}`, ...(late ? [`timing_skew:${lateEventId}`] : [])].sort(),
+    );
+    assert.equal(signed.report.range.from, new Date(dayStart).toISOString());
+    const row = await h.runtime.db.one<{ actor_id: string; details: Record<string, unknown> }>(
+      sql`select actor_id, details from journal where action = 'journal.reconcile' order by seq desc limit 1`,
+    );
+    assert.equal(row!.actor_id, 'reconcile-schedule');
+    assert.equal(row!.details['scheduledDay'], day);
+    assert.deepEqual(await runScheduledDay(deps, dayStart), [
+      { partner: 'intercom-north', day, result: 'skipped' },
+    ]);
+    if (h.runtime.db.engine === 'postgres') {
+      // Another instance holds the round: this one does nothing.
+      await h.runtime.db.transaction(async (tx) => {
+        await tx.query(sql`select pg_advisory_xact_lock(${RECONCILE_SCHEDULE_LOCK})`);
+        assert.equal(await runScheduledDay(deps, dayStart - 86_400_000), undefined);
+      });
+    }
   });
 });
