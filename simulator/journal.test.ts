@@ -4,6 +4,7 @@ import { createCa } from '../src/pki/certificates.ts';
 import { doorOpenProjection, projectionElement } from '../src/reconcile/projection.ts';
 import { leafHash, rootOfLeafHashes, verifyConsistency } from '../src/tlog/merkle.ts';
 import { openNote, parseCheckpoint, verifierFromKeyString } from '../src/tlog/note.ts';
+import { canonicalJson } from '../src/util/jcs.ts';
 import { uuidv7 } from '../src/util/uuid.ts';
 import { createPartnerIdentity, journalVerifierKey, type PartnerIdentity } from './identity.ts';
 import { journalEntryBytes, SimulatorJournal } from './journal.ts';
@@ -118,5 +119,13 @@ describe('switches change the §8.3 view only', () => {
     j.clearSwitches();
     assert.equal(j.window(T0, T0 + 3600_000).index.size, 10);
     assert.throws(() => j.drop(uuidv7()), /no entry/);
+  });
+});
+
+describe('a log entry', () => {
+  test('is the RFC 8785 form of the projection with its recording time', () => {
+    const r = { ...door(1), subject: 'é"\\', at: T0 + 1234 };
+    const expected = canonicalJson({ ...r, at: new Date(r.at).toISOString() });
+    assert.equal(journalEntryBytes(r).toString('utf8'), expected);
   });
 });

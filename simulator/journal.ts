@@ -13,11 +13,12 @@
  * - {@link SimulatorJournal.shift}: its recording time moves (timing skew).
  */
 
-import type { ReconIndex } from '../src/reconcile/index.ts';
+import { ID_SIZE, ReconIndex } from '../src/reconcile/index.ts';
 import {
+  canonicalProjection,
+  compareItems,
   elementHex,
   eventTime,
-  indexProjections,
   type Projection,
   type ProjectionRecord,
   projectionElement,
@@ -33,7 +34,6 @@ import {
   type Tile,
   type TileId,
 } from '../src/tlog/tiles.ts';
-import { canonicalJson } from '../src/util/jcs.ts';
 import { journalSigner, type PartnerIdentity } from './identity.ts';
 
 /** One action in the simulator's journal: the §8.3 projection and when the simulator recorded it. */
@@ -61,7 +61,14 @@ export type ProjectionChange = Partial<
 
 /** The bytes of a log entry: JCS of the projection and its recording time (RFC 3339). */
 export function journalEntryBytes(r: JournalRecord): Buffer {
-  return Buffer.from(canonicalJson({ ...projectionOf(r), at: new Date(r.at).toISOString() }), 'utf8');
+  // RFC 8785 orders `at` right after `action`; the rest is the projection's canonical form.
+  const projection = canonicalProjection(r);
+  const afterAction = `{"action":${JSON.stringify(r.action)}`.length;
+  const at = JSON.stringify(new Date(r.at).toISOString());
+  return Buffer.from(
+    `${projection.slice(0, afterAction)},"at":${at}${projection.slice(afterAction)}`,
+    'utf8',
+  );
 }
 
 export class SimulatorJournal {
@@ -70,6 +77,8 @@ export class SimulatorJournal {
   readonly #now: () => number;
   readonly #margin: number;
   readonly #records: JournalRecord[] = [];
+  /** Per record: its element and eventId time, computed once. */
+  readonly #items: ViewItem[] = [];
   readonly #eventIds = new Set<string>();
   readonly #entries: Buffer[] = [];
   readonly #tiles = new Map<string, Buffer>();
@@ -80,6 +89,10 @@ export class SimulatorJournal {
   readonly #altered = new Map<string, ProjectionChange>();
   readonly #shifted = new Map<string, number>();
   readonly #added: JournalRecord[] = [];
+  /** Bumped on every record and switch: the cached view and windows are rebuilt after a change. */
+  #version = 0;
+  #view: { version: number; items: ViewItem[]; byElement?: Map<string, ViewItem> } | undefined;
+  readonly #windows = new Map<string, { version: number; index: ReconIndex; chosen: ViewItem[] }>();
 
   constructor(opts: SimulatorJournalOptions) {
     this.signer = journalSigner(opts.identity);
@@ -92,22 +105,37 @@ export class SimulatorJournal {
 
   /** Records an action the simulator did and integrates it into the log at once. */
   record(p: Projection, at = this.#now()): JournalRecord {
-    const r: JournalRecord = { ...projectionOf(p), at };
-    eventTime(r.eventId); // refuses an eventId that is not a UUIDv7
-    const entry = journalEntryBytes(r);
+    return this.recordMany([{ projection: p, at }])[0]!;
+  }
+
+  /** Records many actions in one integration (a benchmark's or a test's bulk load). */
+  recordMany(list: ReadonlyArray<{ projection: Projection; at?: number }>): JournalRecord[] {
+    const records: JournalRecord[] = [];
+    const entries: Buffer[] = [];
+    const items: ViewItem[] = [];
+    for (const { projection, at } of list) {
+      const r: JournalRecord = { ...projectionOf(projection), at: at ?? this.#now() };
+      items.push(viewItem(r)); // refuses an eventId that is not a UUIDv7
+      records.push(r);
+      entries.push(journalEntryBytes(r));
+    }
     const size = this.#records.length;
     const rightmost: Tile[] = partialTiles(size).map((t) => ({
       level: t.level,
       index: t.index,
       hashes: this.#tiles.get(`${t.level}/${t.index}`)!,
     }));
-    const next = integrate(size, rightmost, [leafHash(entry)]);
+    const next = integrate(size, rightmost, entries.map(leafHash));
     for (const t of next.tiles) this.#tiles.set(`${t.level}/${t.index}`, Buffer.from(t.hashes));
     this.#root = next.root;
-    this.#records.push(r);
-    this.#eventIds.add(r.eventId);
-    this.#entries.push(entry);
-    return r;
+    for (let i = 0; i < records.length; i++) {
+      this.#records.push(records[i]!);
+      this.#items.push(items[i]!);
+      this.#entries.push(entries[i]!);
+      this.#eventIds.add(records[i]!.eventId);
+    }
+    this.#version++;
+    return records;
   }
 
   /** Whether an action with this eventId was recorded. */
@@ -172,12 +200,14 @@ export class SimulatorJournal {
   drop(eventId: string): void {
     this.#requireRecorded(eventId);
     this.#dropped.add(eventId);
+    this.#version++;
   }
 
   /** The action is shown with these fields changed (a content mismatch). */
   alter(eventId: string, change: ProjectionChange): void {
     this.#requireRecorded(eventId);
     this.#altered.set(eventId, { ...this.#altered.get(eventId), ...change });
+    this.#version++;
   }
 
   /** An action smart-home never saw is shown (missing at smart-home). */
@@ -185,6 +215,7 @@ export class SimulatorJournal {
     const r: JournalRecord = { ...projectionOf(p), at };
     eventTime(r.eventId);
     this.#added.push(r);
+    this.#version++;
     return r;
   }
 
@@ -192,6 +223,7 @@ export class SimulatorJournal {
   shift(eventId: string, ms: number): void {
     this.#requireRecorded(eventId);
     this.#shifted.set(eventId, (this.#shifted.get(eventId) ?? 0) + ms);
+    this.#version++;
   }
 
   /** Every switch off: the view is the journal again. */
@@ -200,6 +232,7 @@ export class SimulatorJournal {
     this.#altered.clear();
     this.#shifted.clear();
     this.#added.length = 0;
+    this.#version++;
   }
 
   #requireRecorded(eventId: string): void {
@@ -210,52 +243,110 @@ export class SimulatorJournal {
 
   /** What the simulator shows smart-home: its records with the switches applied. */
   view(): JournalRecord[] {
-    const out: JournalRecord[] = [];
-    for (const r of this.#records) {
-      if (this.#dropped.has(r.eventId)) continue;
-      const change = this.#altered.get(r.eventId);
-      const shift = this.#shifted.get(r.eventId) ?? 0;
-      out.push({ ...r, ...change, at: r.at + shift });
+    return this.#viewItems().items.map((it) => it.record);
+  }
+
+  #viewItems(): { version: number; items: ViewItem[]; byElement?: Map<string, ViewItem> } {
+    if (this.#view?.version === this.#version) return this.#view;
+    const switched = this.#dropped.size + this.#altered.size + this.#shifted.size > 0;
+    let items: ViewItem[];
+    if (!switched) items = [...this.#items];
+    else {
+      items = [];
+      for (const it of this.#items) {
+        const id = it.record.eventId;
+        if (this.#dropped.has(id)) continue;
+        const change = this.#altered.get(id);
+        const shift = this.#shifted.get(id);
+        if (change === undefined && shift === undefined) items.push(it);
+        else items.push(viewItem({ ...it.record, ...change, at: it.record.at + (shift ?? 0) }));
+      }
     }
-    out.push(...this.#added);
-    return out;
+    for (const r of this.#added) items.push(viewItem(r));
+    this.#view = { version: this.#version, items };
+    this.#windows.clear();
+    return this.#view;
   }
 
   /**
    * The reconciliation set of the window [from, to): entries whose eventId time is in it and whose
-   * recording time is within the clock margin of that time.
+   * recording time is within the clock margin of that time. Cached until the next change.
    */
   window(from: number, to: number): { index: ReconIndex; records: ProjectionRecord[] } {
-    const chosen = this.view().filter((r) => {
-      const t = eventTime(r.eventId);
-      return t >= from && t < to && Math.abs(r.at - t) <= this.#margin;
-    });
-    const { index } = indexProjections(chosen);
-    return { index, records: chosen.map(toRecord) };
+    const view = this.#viewItems();
+    const key = `${from}|${to}`;
+    let cached = this.#windows.get(key);
+    if (cached?.version !== view.version) {
+      const chosen = view.items.filter(
+        (it) => it.time >= from && it.time < to && Math.abs(it.record.at - it.time) <= this.#margin,
+      );
+      chosen.sort(compareItems);
+      const times = new Float64Array(chosen.length);
+      const ids = new Uint8Array(chosen.length * ID_SIZE);
+      let n = 0;
+      for (const it of chosen) {
+        // The same projection recorded twice is one item.
+        const prev = ids.subarray((n - 1) * ID_SIZE, n * ID_SIZE);
+        if (n > 0 && times[n - 1] === it.time && Buffer.compare(prev, it.element) === 0) continue;
+        times[n] = it.time;
+        ids.set(it.element, n * ID_SIZE);
+        n++;
+      }
+      const index = ReconIndex.fromSorted(times.subarray(0, n), ids.subarray(0, n * ID_SIZE));
+      cached = { version: view.version, index, chosen };
+      if (this.#windows.size >= 16) this.#windows.clear();
+      this.#windows.set(key, cached);
+    }
+    const { index, chosen } = cached;
+    return {
+      index,
+      // Built only when asked (the reconcile route needs the index alone).
+      get records() {
+        return chosen.map(toRecord);
+      },
+    };
   }
 
   /** The projections the simulator shows for these elements (those it does not hold are left out). */
   lookup(elements: readonly Uint8Array[]): ProjectionRecord[] {
-    const wanted = new Set(elements.map(elementHex));
+    const view = this.#viewItems();
+    if (!view.byElement) {
+      view.byElement = new Map();
+      for (const it of view.items) {
+        const hex = elementHex(it.element);
+        if (!view.byElement.has(hex)) view.byElement.set(hex, it);
+      }
+    }
     const out: ProjectionRecord[] = [];
     const seen = new Set<string>();
-    for (const r of this.view()) {
-      const rec = toRecord(r);
-      if (wanted.has(rec.element) && !seen.has(rec.element)) {
-        seen.add(rec.element);
-        out.push(rec);
+    for (const e of elements) {
+      const hex = elementHex(e);
+      const it = view.byElement.get(hex);
+      if (it && !seen.has(hex)) {
+        seen.add(hex);
+        out.push(toRecord(it));
       }
     }
     return out;
   }
 }
 
-function toRecord(r: JournalRecord): ProjectionRecord {
-  const projection = projectionOf(r);
+/** A record as the view holds it: with its element and item time. */
+interface ViewItem {
+  record: JournalRecord;
+  element: Buffer;
+  time: number;
+}
+
+function viewItem(record: JournalRecord): ViewItem {
+  return { record, element: projectionElement(record), time: eventTime(record.eventId) };
+}
+
+function toRecord(it: ViewItem): ProjectionRecord {
   return {
-    element: elementHex(projectionElement(projection)),
-    time: eventTime(projection.eventId),
-    projection,
-    at: new Date(r.at).toISOString(),
+    element: elementHex(it.element),
+    time: it.time,
+    projection: projectionOf(it.record),
+    at: new Date(it.record.at).toISOString(),
   };
 }

@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { describe, test } from 'node:test';
+import { canonicalJson } from '../util/jcs.ts';
 import { uuidv7 } from '../util/uuid.ts';
 import {
   barrierDecisionProjection,
+  canonicalProjection,
   differingFields,
   doorOpenProjection,
   elementHex,
@@ -106,5 +108,35 @@ describe('the §8.4 wire helpers', () => {
         initiator: 'smart-home',
       },
     );
+  });
+});
+
+describe('the canonical form', () => {
+  test('is byte for byte canonicalJson of the six members, for awkward strings too', () => {
+    const strings = [
+      '',
+      'a',
+      'é',
+      '日本',
+      '\u0000',
+      '\n"\\',
+      '\u2028',
+      '😀',
+      'z'.repeat(300),
+      '\u007f',
+      '</script>',
+    ];
+    for (const [i, s] of strings.entries()) {
+      const q: Projection = {
+        eventId: p.eventId,
+        action: 'door.open',
+        device: s,
+        subject: i % 2 === 0 ? null : s,
+        result: strings[(i + 3) % strings.length]!,
+        initiator: 'smart-home',
+      };
+      assert.equal(canonicalProjection(q), canonicalJson(q));
+    }
+    assert.throws(() => canonicalProjection({ ...p, device: '\ud800' }), TypeError);
   });
 });

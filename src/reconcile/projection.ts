@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { canonicalJson } from '../util/jcs.ts';
 import { isUuidV7, uuidv7Time } from '../util/uuid.ts';
 import { ID_SIZE, ReconIndex } from './index.ts';
@@ -64,12 +64,35 @@ export function parseProjection(value: unknown): Projection | { error: string } 
 
 /** RFC 8785 canonical form of the projection (the bytes the element hashes). */
 export function canonicalProjection(p: Projection): string {
-  return canonicalJson(projectionOf(p));
+  // The six members in RFC 8785 order, written directly: the same bytes as canonicalJson (a test
+  // checks it) at a fraction of the cost, since every item of a day index is hashed from this.
+  const { action, device, eventId, initiator, result, subject } = p;
+  if (
+    typeof action !== 'string' ||
+    typeof device !== 'string' ||
+    typeof eventId !== 'string' ||
+    typeof initiator !== 'string' ||
+    typeof result !== 'string' ||
+    (subject !== null && typeof subject !== 'string')
+  ) {
+    return canonicalJson(projectionOf(p)); // not a well-typed projection: the general path
+  }
+  if (
+    !action.isWellFormed() ||
+    !device.isWellFormed() ||
+    !eventId.isWellFormed() ||
+    !initiator.isWellFormed() ||
+    !result.isWellFormed() ||
+    (subject !== null && !subject.isWellFormed())
+  ) {
+    throw new TypeError('a lone surrogate cannot be canonicalised');
+  }
+  return `{"action":${JSON.stringify(action)},"device":${JSON.stringify(device)},"eventId":${JSON.stringify(eventId)},"initiator":${JSON.stringify(initiator)},"result":${JSON.stringify(result)},"subject":${subject === null ? 'null' : JSON.stringify(subject)}}`;
 }
 
 /** Contract §8.3 element: SHA-256(JCS(projection)), 32 bytes. */
 export function projectionElement(p: Projection): Buffer {
-  return createHash('sha256').update(canonicalProjection(p), 'utf8').digest();
+  return hash('sha256', canonicalProjection(p), 'buffer');
 }
 
 /** Contract §8.3 time: the Unix millisecond timestamp inside the eventId's UUIDv7. */
