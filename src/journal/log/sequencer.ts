@@ -130,7 +130,7 @@ export async function latestCheckpoint(
   q: Queryable,
 ): Promise<{ size: number; root: Buffer; note: string } | undefined> {
   const r = await q.one<{ size: string; root: Buffer; note: string }>(
-    sql`select size::text as size, root, note from journal_checkpoints order by size desc limit 1`,
+    sql`select c.size::text as size, c.root, c.note from journal_checkpoints c order by c.size desc limit 1`,
   );
   return r ? { size: Number(r.size), root: Buffer.from(r.root), note: r.note } : undefined;
 }

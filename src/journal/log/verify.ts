@@ -68,7 +68,7 @@ export async function verifyLog(q: Queryable, opts: VerifyOptions): Promise<Veri
   const problems: string[] = [];
   const state = await logState(q);
   const cps = await q.query<{ size: string; root: Buffer; note: string }>(
-    sql`select size::text as size, root, note from journal_checkpoints order by size`,
+    sql`select c.size::text as size, c.root, c.note from journal_checkpoints c order by c.size`,
   );
   const checkpoints = cps.map((c) => ({ size: Number(c.size), root: Buffer.from(c.root), note: c.note }));
   const maxCheckpoint = checkpoints.length > 0 ? checkpoints[checkpoints.length - 1]!.size : 0;
