@@ -6,7 +6,14 @@ import { Command } from 'commander';
 import type { JWK } from 'jose';
 import { importPartnerKeysFromJwe } from '../src/crypto/key-export.ts';
 import { createCsr } from '../src/pki/certificates.ts';
-import { loadIdentity, newJwkPair } from './identity.ts';
+import {
+  journalVerifierKey,
+  loadIdentity,
+  newJwkPair,
+  newLogKeys,
+  saveLogKeys,
+  witnessVerifierKey,
+} from './identity.ts';
 import { PartnerClient } from './partner-client.ts';
 
 const program = new Command()
@@ -51,10 +58,14 @@ program
       JSON.stringify(encryption.publicJwk, null, 2),
     );
     await writeFile(path.join(dir, 'code'), code);
+    const logKeys = newLogKeys(code);
+    await saveLogKeys(dir, logKeys);
     process.stdout.write(
       `created ${dir}\n  CSR: ${path.join(dir, 'client.csr')} (send it to PropDevelopment)\n` +
         `  signing key thumbprint:    ${signing.publicJwk.kid}\n  encryption key thumbprint: ${encryption.publicJwk.kid}\n` +
-        'Read both thumbprints to PropDevelopment over a second channel.\n',
+        'Read both thumbprints to PropDevelopment over a second channel.\n' +
+        `  journal log key (logKey):  ${journalVerifierKey(logKeys)}\n` +
+        `  witness key (witnessKey):  ${witnessVerifierKey(logKeys)}\n`,
     );
   });
 

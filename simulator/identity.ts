@@ -37,19 +37,29 @@ export const journalOrigin = (code: string): string => `${code}.partner.test/jou
 /** The key name of a partner's witness cosignatures. */
 export const witnessName = (code: string): string => `${code}.partner.test/witness`;
 
+type LogKeys = Pick<PartnerIdentity, 'journal' | 'witness'>;
+
+/** New journal and witness keys for a partner (contract §8). */
+export function newLogKeys(code: string): LogKeys {
+  return {
+    journal: { origin: journalOrigin(code), privateKey: generateKeyPairSync('ed25519').privateKey },
+    witness: { name: witnessName(code), privateKey: generateKeyPairSync('ed25519').privateKey },
+  };
+}
+
 /** The signer of the partner's journal checkpoints. */
-export const journalSigner = (id: PartnerIdentity): NoteSigner =>
+export const journalSigner = (id: LogKeys): NoteSigner =>
   noteSigner(id.journal.origin, id.journal.privateKey);
 
 /** The partner's witness cosigner; `now` is its clock (ms). */
-export const witnessCosigner = (id: PartnerIdentity, now?: () => number): NoteSigner =>
+export const witnessCosigner = (id: LogKeys, now?: () => number): NoteSigner =>
   cosigner(id.witness.name, id.witness.privateKey, now);
 
 /** The C2SP verifier key string of the partner's journal (what it hands smart-home at onboarding). */
-export const journalVerifierKey = (id: PartnerIdentity): string => journalSigner(id).verifierKey;
+export const journalVerifierKey = (id: LogKeys): string => journalSigner(id).verifierKey;
 
 /** The C2SP verifier key string of the partner's witness cosignatures (type 0x04). */
-export const witnessVerifierKey = (id: PartnerIdentity): string => witnessCosigner(id).verifierKey;
+export const witnessVerifierKey = (id: LogKeys): string => witnessCosigner(id).verifierKey;
 
 /** A new key pair as JWKs, with the RFC 7638 thumbprint as kid. */
 export async function newJwkPair(kind: 'ed25519' | 'p256') {
@@ -74,8 +84,7 @@ export async function createPartnerIdentity(code: string, issuingCa: KeyPairPem)
     thumbprint: certThumbprintS256(certPem),
     signing: { kid: signing.publicJwk.kid, privateKey: signing.privateKey, publicJwk: signing.publicJwk },
     encryption: { privateJwk: encryption.privateJwk, publicJwk: encryption.publicJwk },
-    journal: { origin: journalOrigin(code), privateKey: generateKeyPairSync('ed25519').privateKey },
-    witness: { name: witnessName(code), privateKey: generateKeyPairSync('ed25519').privateKey },
+    ...newLogKeys(code),
   };
 }
 
@@ -105,7 +114,9 @@ export async function saveIdentity(dir: string, id: PartnerIdentity): Promise<vo
 
 const jwkOf = (key: KeyObject): string => JSON.stringify(key.export({ format: 'jwk' }), null, 2);
 
-async function saveLogKeys(dir: string, id: PartnerIdentity): Promise<void> {
+/** Writes the journal and witness keys: private JWKs 0600, verifier key strings under `public/`. */
+export async function saveLogKeys(dir: string, id: LogKeys): Promise<void> {
+  await mkdir(path.join(dir, 'public'), { recursive: true, mode: 0o700 });
   const priv = { mode: 0o600 };
   await writeFile(path.join(dir, 'journal.jwk'), jwkOf(id.journal.privateKey), priv);
   await writeFile(path.join(dir, 'witness.jwk'), jwkOf(id.witness.privateKey), priv);
