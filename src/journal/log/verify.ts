@@ -52,6 +52,12 @@ export interface VerifyOptions {
    * tail cut off together with its checkpoints.
    */
   anchors?: readonly string[];
+  /**
+   * Checkpoints cosigned by a witness (contract §8.2; src/journal/witness/anchors.ts), each with the
+   * witness's own verifier (its cosignature/v1 key as registered): the cosignature must verify, and the
+   * note is then an anchor like those of {@link anchors}.
+   */
+  witnessed?: ReadonlyArray<{ note: string; witness: NoteVerifier; label: string }>;
   onProgress?: (done: number, total: number) => void;
 }
 
@@ -88,20 +94,29 @@ export async function verifyLog(q: Queryable, opts: VerifyOptions): Promise<Veri
   const bySize = new Map<number, { root: Buffer; what: string }>();
   for (const c of checkpoints) bySize.set(c.size, { root: c.root, what: `checkpoint ${c.size}` });
   let maxAnchor = 0;
-  for (const [k, note] of (opts.anchors ?? []).entries()) {
+  const anchorNotes = (opts.anchors ?? []).map((note, k) => ({ note, label: `anchor ${k + 1}` }));
+  for (const w of opts.witnessed ?? []) {
+    try {
+      openNote(w.note, [w.witness]);
+      anchorNotes.push({ note: w.note, label: w.label });
+    } catch (err) {
+      problems.push(`${w.label}: no valid cosignature by ${w.witness.name} (${(err as Error).message})`);
+    }
+  }
+  for (const { note, label } of anchorNotes) {
     try {
       const a = parseCheckpoint(openNote(note, opts.verifiers).text);
       if (a.origin !== opts.origin) {
-        problems.push(`anchor ${k + 1}: origin ${a.origin}`);
+        problems.push(`${label}: origin ${a.origin}`);
         continue;
       }
       const same = bySize.get(a.size);
       if (same && !same.root.equals(a.root))
-        problems.push(`anchor ${k + 1}: a stored checkpoint of size ${a.size} has another root`);
-      bySize.set(a.size, { root: a.root, what: `anchor ${k + 1} (size ${a.size})` });
+        problems.push(`${label}: a stored checkpoint of size ${a.size} has another root`);
+      bySize.set(a.size, { root: a.root, what: `${label} (size ${a.size})` });
       maxAnchor = Math.max(maxAnchor, a.size);
     } catch (err) {
-      problems.push(`anchor ${k + 1}: ${(err as Error).message}`);
+      problems.push(`${label}: ${(err as Error).message}`);
     }
   }
   const range = new CompactRange();

@@ -121,8 +121,8 @@ const iso = (d: Date | string) => (d instanceof Date ? d : new Date(d)).toISOStr
 /** The witnessing overview of the operator API. */
 export async function witnessOverview(q: Queryable, alertLimit = 50) {
   const witnessing = await q.query<{ partner_id: string; origin: string; size: string; updated_at: Date }>(
-    sql`select partner_id::text as partner_id, origin, size::text as size, updated_at from witness_state
-        where size > 0 order by partner_id, origin`,
+    sql`select w.partner_id::text as partner_id, w.origin, w.size::text as size, w.updated_at from witness_state w
+        where w.size > 0 order by w.partner_id, w.origin`,
   );
   const witnessedBy = await q.query<{
     partner_id: string;
@@ -130,8 +130,10 @@ export async function witnessOverview(q: Queryable, alertLimit = 50) {
     cosigned_at: Date;
     received_at: Date;
   }>(
-    sql`select distinct on (partner_id) partner_id::text as partner_id, size::text as size, cosigned_at, received_at
-        from witness_cosignatures order by partner_id, size desc`,
+    // (qualified: a bare `size` in ORDER BY would name the text output column)
+    sql`select distinct on (c.partner_id) c.partner_id::text as partner_id, c.size::text as size, c.cosigned_at,
+          c.received_at
+        from witness_cosignatures c order by c.partner_id, c.size desc`,
   );
   const alerts = await q.query<{
     id: string;

@@ -45,6 +45,13 @@ export interface SubmitterDeps {
   outbound: Outbound;
   directory: () => PartnerDirectory;
   logger?: Logger;
+  /**
+   * The last alert journaled per partner (kept by the background submitter across rounds): the same
+   * refusal round after round is journaled once, then only logged, until the partner cosigns again or
+   * refuses otherwise — each round's alert would otherwise grow the log, and so cause the next round.
+   * Without it, every alert is journaled.
+   */
+  alertMemo?: Map<string, string>;
 }
 
 export type SubmitOutcome =
@@ -94,7 +101,8 @@ export async function submitRound(deps: SubmitterDeps): Promise<SubmitResult[] |
   if (deps.db.engine !== 'postgres') return run(deps.db);
   return deps.db.transaction(async (tx) => {
     const lock = await tx.one<{ ok: boolean }>(
-      sql`select pg_try_advisory_xact_lock(${WITNESS_SUBMIT_LOCK}) as ok`,
+      // Keyed by schema too: instances share a round only when they share the tables.
+      sql`select pg_try_advisory_xact_lock(${WITNESS_SUBMIT_LOCK}, hashtext(current_schema())) as ok`,
     );
     if (!lock?.ok) return undefined;
     return run(tx);
@@ -121,13 +129,22 @@ async function submitTo(
     reason: string,
     extra: Record<string, unknown> = {},
   ): Promise<SubmitResult> => {
-    await witnessAlert(q, deps.logger, {
-      actorType: 'system',
-      actorId: 'witness-submitter',
-      partnerId: partner.id,
-      result,
-      details: { direction: 'our-log', reason, size: newest.size, ...extra },
-    });
+    const memoKey = `${result} ${reason} ${String(extra['status'] ?? '')}`;
+    if (deps.alertMemo?.get(partner.id) === memoKey) {
+      deps.logger?.error(
+        { partnerId: partner.id, result, reason, ...extra },
+        'journal witnessing alert (repeated)',
+      );
+    } else {
+      await witnessAlert(q, deps.logger, {
+        actorType: 'system',
+        actorId: 'witness-submitter',
+        partnerId: partner.id,
+        result,
+        details: { direction: 'our-log', reason, size: newest.size, ...extra },
+      });
+      deps.alertMemo?.set(partner.id, memoKey);
+    }
     return {
       ...base,
       outcome: 'alert',
@@ -218,6 +235,7 @@ async function submitTo(
       values (${partner.id}::uuid, ${String(newest.size)}::bigint, ${newest.root}, ${cosigned}, ${witness.key},
         to_timestamp(${cosignatureTime(line.sig)}))
       on conflict (partner_id, size) do nothing`);
+    deps.alertMemo?.delete(partner.id);
     return { ...base, outcome: 'cosigned', status: 200 };
   }
 }
@@ -231,6 +249,7 @@ export interface WitnessSubmitter {
 
 /** Submits a round every `intervalMs` in the background of an instance. */
 export function startWitnessSubmitter(deps: SubmitterDeps, opts: { intervalMs: number }): WitnessSubmitter {
+  deps = { ...deps, alertMemo: deps.alertMemo ?? new Map() };
   let stopped = false;
   let timer: NodeJS.Timeout | undefined;
   let running: Promise<SubmitResult[] | undefined> | undefined;
