@@ -84,20 +84,28 @@ export async function submitCheckpoint(
 }
 
 /**
- * Submits the checkpoint every `intervalMs` (contract §8.2: at least every 60 s) while the log grows.
- * Returns a stop function; failures are kept in `errors` and retried at the next tick.
+ * Submits the checkpoint every `intervalMs` (contract §8.2: at least every 60 s) while the log grows:
+ * a tick with nothing new since the last cosigned size sends nothing. Failures are kept in `errors`
+ * and retried at the next tick. `tick()` runs one at once (tests, shutdown).
  */
 export function startCheckpointSubmitter(
   client: PartnerClient,
   journal: SimulatorJournal,
   opts: { intervalMs?: number; witnessKey?: string } = {},
-): { state: { last?: WitnessedByPeer }; errors: unknown[]; stop(): void } {
+): {
+  state: { last?: WitnessedByPeer };
+  errors: unknown[];
+  readonly submissions: number;
+  tick(): Promise<void>;
+  stop(): void;
+} {
   const state: { last?: WitnessedByPeer } = {};
   const errors: unknown[] = [];
-  let busy = false;
-  const tick = async () => {
-    if (busy || journal.size === 0 || state.last?.size === journal.size) return;
-    busy = true;
+  let submissions = 0;
+  let running: Promise<void> | undefined;
+  const once = async () => {
+    if (journal.size === 0 || state.last?.size === journal.size) return;
+    submissions++;
     try {
       const r = await submitCheckpoint(
         client,
@@ -108,13 +116,25 @@ export function startCheckpointSubmitter(
       if (r.status !== 200) errors.push(new Error(`add-checkpoint answered ${r.status}`));
     } catch (err) {
       errors.push(err);
-    } finally {
-      busy = false;
     }
+  };
+  const tick = () => {
+    running ??= once().finally(() => {
+      running = undefined;
+    });
+    return running;
   };
   const timer = setInterval(() => void tick(), opts.intervalMs ?? 60_000);
   timer.unref();
-  return { state, errors, stop: () => clearInterval(timer) };
+  return {
+    state,
+    errors,
+    get submissions() {
+      return submissions;
+    },
+    tick,
+    stop: () => clearInterval(timer),
+  };
 }
 
 /** The width of tile (level, index) in a tree of `size`: 256 when full, else its partial width. */

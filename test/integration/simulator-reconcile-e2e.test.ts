@@ -13,7 +13,11 @@ import {
   startPartnerJournalServer,
 } from '../../simulator/intercom.ts';
 import { SimulatorJournal } from '../../simulator/journal.ts';
-import { submitCheckpoint, type WitnessedByPeer } from '../../simulator/journal-client.ts';
+import {
+  startCheckpointSubmitter,
+  submitCheckpoint,
+  type WitnessedByPeer,
+} from '../../simulator/journal-client.ts';
 import { type LocalStack, startLocalStack } from '../../simulator/local-stack.ts';
 import type { PartnerClient } from '../../simulator/partner-client.ts';
 import { integrateAll } from '../../src/journal/log/sequencer.ts';
@@ -177,5 +181,27 @@ describe('the vendor submits its checkpoints to smart-home’s witness (§8.2)',
     });
     assert.equal(bad.status, 422);
     assert.equal(lost.last?.size, journal.size - 1);
+  });
+
+  test('the periodic submitter sends only when the log grew since the size smart-home cosigned', async () => {
+    const submitter = startCheckpointSubmitter(client, journal, {
+      intervalMs: 3_600_000,
+      witnessKey: h.runtime.witness.verifierKey,
+    });
+    try {
+      await submitter.tick();
+      assert.deepEqual(submitter.errors, []);
+      assert.equal(submitter.submissions, 1);
+      assert.equal(submitter.state.last?.size, journal.size);
+      await submitter.tick();
+      assert.equal(submitter.submissions, 1, 'nothing new: nothing sent');
+      assert.equal((await client.barrierRead('gate-1', PLATES.anna)).status, 200);
+      await submitter.tick();
+      assert.equal(submitter.submissions, 2);
+      assert.deepEqual(submitter.errors, []);
+      assert.equal(submitter.state.last?.size, journal.size);
+    } finally {
+      submitter.stop();
+    }
   });
 });
