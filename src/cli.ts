@@ -20,6 +20,8 @@ import { appendJournal } from './journal/journal.ts';
 import { latestCheckpoint } from './journal/log/sequencer.ts';
 import { verifyLog } from './journal/log/verify.ts';
 import { registerReconcileCommand } from './journal/reconcile/cli.ts';
+import { witnessedAnchors } from './journal/witness/anchors.ts';
+import { loadWitnessCosigner } from './journal/witness/identity.ts';
 import { loadSigningKey } from './keys/service-keys.ts';
 import { certInfo, certThumbprintS256, issueClientCert, issueClientCertFromCsr } from './pki/certificates.ts';
 import { applyDocument } from './registry/apply.ts';
@@ -266,12 +268,18 @@ program
     await ensureDevelopmentMaterial(cfg);
     const signing = await loadSigningKey(cfg.keys.signingKeyFile, 'Ed25519');
     const token = await loadSigningKey(cfg.keys.tokenKeyFile, 'ES256');
+    const log = await loadJournalLog(cfg);
+    const witness = await loadWitnessCosigner(cfg);
     const pub = { ...signing.publicJwk, use: 'sig' };
     process.stdout.write(
       `response/request signing key (Ed25519, contract §3):\n  ${JSON.stringify(pub)}\n` +
         `  thumbprint ${await calculateJwkThumbprint(pub, 'sha256')}\n` +
         `access-token signing key (ES256, contract §2; also at ${cfg.partner.url}/oauth/jwks):\n` +
-        `  ${JSON.stringify(token.publicJwk)}\n  thumbprint ${await calculateJwkThumbprint(token.publicJwk, 'sha256')}\n`,
+        `  ${JSON.stringify(token.publicJwk)}\n  thumbprint ${await calculateJwkThumbprint(token.publicJwk, 'sha256')}\n` +
+        `journal log verifier key (C2SP signed note, Ed25519, contract §8.1; its name is our log origin):\n` +
+        `  ${log.signer.verifierKey}\n` +
+        `witness key (C2SP cosignature/v1, contract §8.2; register it as the witness of your log):\n` +
+        `  ${witness.verifierKey}\n`,
     );
     if (opts.out) {
       await writeFile(opts.out, `${JSON.stringify(pub, null, 2)}\n`, { flag: 'wx' });
@@ -287,7 +295,8 @@ journal
   )
   .option('--anchor <file...>', 'signed checkpoints kept outside the database (e.g. cosigned by a witness)')
   .option('--key <vkey...>', 'more trusted verifier keys (name+id+key): an earlier log key, a witness')
-  .action(async (opts: { anchor?: string[]; key?: string[] }) => {
+  .option('--no-witnesses', "skip the partners' stored cosignatures of our checkpoints (contract §8.2)")
+  .action(async (opts: { anchor?: string[]; key?: string[]; witnesses?: boolean }) => {
     const cfg = config();
     await ensureDevelopmentMaterial(cfg);
     const log = await loadJournalLog(cfg);
@@ -309,11 +318,14 @@ journal
     }
     await withDb(async ({ db }) => {
       const started = performance.now();
+      // Contract §8.2: the newest checkpoint each partner cosigned, checked with its registered witness key.
+      const witnessed = opts.witnesses === false ? [] : await witnessedAnchors(db);
       const progress = progressLine('verifying');
       const r = await verifyLog(db, {
         origin: log.origin,
         verifiers,
         anchors,
+        witnessed,
         onProgress: (done, total) => progress(done, total),
       });
       progress.done();
@@ -326,7 +338,7 @@ journal
         rows > r.size ? `; ${(rows - r.size).toLocaleString('en')} newer rows await the sequencer` : '';
       if (r.ok) {
         process.stdout.write(
-          `journal verified: ${r.size.toLocaleString('en')} entries, ${r.checkpoints.toLocaleString('en')} signed checkpoints, ${anchors.length} anchors (${rate} entries/s)${pending}\n`,
+          `journal verified: ${r.size.toLocaleString('en')} entries, ${r.checkpoints.toLocaleString('en')} signed checkpoints, ${anchors.length} anchors${witnessed.length > 0 ? `, ${witnessed.length} witness cosignatures` : ''} (${rate} entries/s)${pending}\n`,
         );
         return;
       }
