@@ -6,8 +6,11 @@
  * untouched set.
  */
 import assert from 'node:assert/strict';
-import { generateKeyPairSync } from 'node:crypto';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
 import { after, before, beforeEach, describe, test } from 'node:test';
+import { Agent, request } from 'undici';
 import { journalVerifierKey, witnessVerifierKey } from '../../simulator/identity.ts';
 import {
   type IntercomSimulator,
@@ -19,10 +22,17 @@ import { journalEntryBytes } from '../../simulator/journal.ts';
 import { rootFromTiles } from '../../simulator/journal-client.ts';
 import { type LocalStack, startLocalStack } from '../../simulator/local-stack.ts';
 import { sql } from '../../src/db/sql.ts';
+import { contentDigest } from '../../src/http-signatures/content-digest.ts';
+import {
+  REQUEST_COMPONENTS_WITH_BODY,
+  REQUEST_COMPONENTS_WITHOUT_BODY,
+  signRequest,
+} from '../../src/http-signatures/rfc9421.ts';
 import { appendJournal } from '../../src/journal/journal.ts';
 import { consistencyFor } from '../../src/journal/log/proofs.ts';
 import { decodeBundle } from '../../src/journal/log/read-api.ts';
 import { integrateAll, latestCheckpoint } from '../../src/journal/log/sequencer.ts';
+import { loadSigningKey, type SigningKey } from '../../src/keys/service-keys.ts';
 import { Negentropy } from '../../src/reconcile/negentropy.ts';
 import {
   differingFields,
@@ -446,5 +456,85 @@ describe('reconciliation against the simulator (§8.4)', () => {
     );
     const none = await call('POST', '/v1/journal/projections', { body: { elements: ['00'.repeat(32)] } });
     assert.deepEqual(JSON.parse(none.body.toString()), { projections: [] });
+  });
+});
+
+describe('the journal routes refuse what the door route refuses (contract §1–§3 mirrored)', () => {
+  let agent: Agent;
+  let token: string;
+  let signingKey: SigningKey;
+  before(async () => {
+    const read = (f: string) => readFile(path.join(h.dataDir, 'pki', f), 'utf8');
+    agent = new Agent({
+      connect: {
+        ca: sim.serverCaPem,
+        cert: await read('service-client.crt'),
+        key: await read('service-client.key'),
+      },
+    });
+    signingKey = await loadSigningKey(path.join(h.dataDir, 'keys', 'response-signing.jwk'), 'Ed25519');
+    const res = await request(`${sim.url}/oauth/token`, {
+      method: 'POST',
+      dispatcher: agent,
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: 'grant_type=client_credentials&client_id=smart-home-at-north&scope=audit%3Aexchange',
+    });
+    token = ((await res.body.json()) as { access_token: string }).access_token;
+  });
+  after(() => agent?.close());
+
+  const send = async (
+    method: 'GET' | 'POST',
+    p: string,
+    opts: { body?: Buffer; sign?: 'ours' | 'rogue' | 'none'; nonce?: string; tamper?: boolean } = {},
+  ) => {
+    const url = `${sim.url}${p}`;
+    const headers: Record<string, string> = { authorization: `Bearer ${token}` };
+    if (opts.body) {
+      headers['content-type'] = 'application/json';
+      headers['content-digest'] = contentDigest(opts.body);
+    }
+    if ((opts.sign ?? 'ours') !== 'none') {
+      const privateKey =
+        opts.sign === 'rogue' ? generateKeyPairSync('ed25519').privateKey : signingKey.privateKey;
+      Object.assign(
+        headers,
+        signRequest({
+          method,
+          targetUri: url,
+          headers,
+          components: opts.body ? REQUEST_COMPONENTS_WITH_BODY : REQUEST_COMPONENTS_WITHOUT_BODY,
+          privateKey,
+          keyid: signingKey.kid,
+          ...(opts.nonce ? { nonce: opts.nonce } : {}),
+        }),
+      );
+    }
+    const body = opts.body && opts.tamper ? Buffer.from(opts.body.toString().replace('00', '11')) : opts.body;
+    const res = await request(url, { method, dispatcher: agent, headers, ...(body ? { body } : {}) });
+    await res.body.arrayBuffer();
+    return res.statusCode;
+  };
+
+  test('signed by smart-home: 200; unsigned, signed by another key, replayed or tampered: 401', async () => {
+    assert.equal(await send('GET', '/v1/journal/checkpoint'), 200);
+    assert.equal(await send('GET', '/v1/journal/checkpoint', { sign: 'none' }), 401);
+    assert.equal(await send('GET', '/v1/journal/checkpoint', { sign: 'rogue' }), 401);
+    assert.equal(sim.refusals.at(-1)?.problem, 'invalid-signature');
+    const nonce = randomBytes(16).toString('base64url');
+    assert.equal(await send('GET', '/v1/journal/checkpoint', { nonce }), 200);
+    assert.equal(await send('GET', '/v1/journal/checkpoint', { nonce }), 401, 'the same nonce again');
+    const body = Buffer.from(JSON.stringify({ elements: ['00'.repeat(32)] }));
+    assert.equal(await send('POST', '/v1/journal/projections', { body }), 200);
+    assert.equal(await send('POST', '/v1/journal/projections', { body, tamper: true }), 401);
+  });
+
+  test('without a client certificate the handshake fails', async () => {
+    const anonymous = new Agent({ connect: { ca: sim.serverCaPem } });
+    try {
+      await assert.rejects(request(`${sim.url}/v1/journal/checkpoint`, { dispatcher: anonymous }));
+    } finally {
+      await anonymous.close();
+    }
   });
 });
