@@ -80,7 +80,6 @@ export class SimulatorJournal {
   /** Per record: its element and eventId time, computed once. */
   readonly #items: ViewItem[] = [];
   readonly #eventIds = new Set<string>();
-  readonly #entries: Buffer[] = [];
   readonly #tiles = new Map<string, Buffer>();
   #root: Buffer = Buffer.from(EMPTY_ROOT);
   #checkpoint: { size: number; note: string } | undefined;
@@ -131,7 +130,6 @@ export class SimulatorJournal {
     for (let i = 0; i < records.length; i++) {
       this.#records.push(records[i]!);
       this.#items.push(items[i]!);
-      this.#entries.push(entries[i]!);
       this.#eventIds.add(records[i]!.eventId);
     }
     this.#version++;
@@ -184,7 +182,8 @@ export class SimulatorJournal {
   entries(index: number, width = TILE_WIDTH, size = this.size): Buffer[] | undefined {
     const start = index * TILE_WIDTH;
     if (start + width > size) return undefined;
-    return this.#entries.slice(start, start + width);
+    // Rebuilt from the records (the same bytes as integrated): no second copy of the journal in memory.
+    return this.#records.slice(start, start + width).map(journalEntryBytes);
   }
 
   /** RFC 9162 consistency proof between two sizes of this log. */
