@@ -9,9 +9,12 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { importJWK, type JWK, SignJWT } from 'jose';
-import { createPartnerIdentity, type PartnerIdentity } from '../../simulator/identity.ts';
+import { createPartnerIdentity, journalSigner, type PartnerIdentity } from '../../simulator/identity.ts';
 import type { PartnerClient } from '../../simulator/partner-client.ts';
 import { createCa, issueClientCert } from '../../src/pki/certificates.ts';
+import { leafHash, rootOfLeafHashes } from '../../src/tlog/merkle.ts';
+import { formatCheckpoint, signNote } from '../../src/tlog/note.ts';
+import { formatAddCheckpoint } from '../../src/tlog/witness.ts';
 import { uuidv7 } from '../../src/util/uuid.ts';
 import { type Harness, startHarness } from '../support/harness.ts';
 import { PLATES, standardWorld } from '../support/world.ts';
@@ -28,6 +31,12 @@ interface PartnerRoute {
   /** A body with one unknown field, when the route takes a body. */
   withUnknownField?: (c: PartnerClient) => unknown;
   okStatus: number;
+  /** A body sent as it is (text) with this content type, instead of JSON. */
+  rawContentType?: string;
+  /** The body of the foreign request, when the body (not the path) names what north may not reach. */
+  foreignBody?: (c: PartnerClient) => unknown;
+  /** A scope north holds that is not this route's (default `audit:exchange`). */
+  otherScope?: string;
 }
 
 const decisionBody = (c: PartnerClient) => ({
@@ -48,7 +57,31 @@ const ROUTES: PartnerRoute[] = [
     withUnknownField: (c) => ({ ...decisionBody(c), plate: 'A123BC77' }),
     okStatus: 200,
   },
+  {
+    // Contract §8.2: north's own log, at the size we already cosigned (200 every time: idempotent).
+    name: 'POST /partner/v1/journal/witness/add-checkpoint',
+    method: 'POST',
+    scope: 'audit:exchange',
+    path: '/partner/v1/journal/witness/add-checkpoint',
+    body: () => formatAddCheckpoint({ oldSize: 3, proof: [], note: northCheckpoint() }),
+    foreignPath: '/partner/v1/journal/witness/add-checkpoint',
+    // South's log, signed by south's real key: north can only submit its own.
+    foreignBody: () => formatAddCheckpoint({ oldSize: 0, proof: [], note: southCheckpoint() }),
+    rawContentType: 'text/plain; charset=utf-8',
+    otherScope: 'barrier:decide',
+    okStatus: 200,
+  },
 ];
+
+const partnerLogCheckpoint = (code: string) => {
+  const leaves = [0, 1, 2].map((i) => leafHash(Buffer.from(`${code} entry ${i}`)));
+  const signer = journalSigner(h.identities.get(code)!);
+  return signNote(formatCheckpoint({ origin: signer.name, size: 3, root: rootOfLeafHashes(leaves) }), [
+    signer,
+  ]);
+};
+const northCheckpoint = () => partnerLogCheckpoint('barrier-north');
+const southCheckpoint = () => partnerLogCheckpoint('barrier-south');
 
 let h: Harness;
 let north: PartnerClient;
@@ -60,7 +93,11 @@ const problemType = (res: { body: unknown }) => (res.body as { type?: string }).
 before(async () => {
   h = await startHarness({
     partners: [{ code: 'barrier-north' }, { code: 'barrier-south' }],
-    document: (ids) => standardWorld(ids),
+    document: (ids) => {
+      const w = standardWorld(ids);
+      for (const p of w.partners ?? []) p.logKey = journalSigner(ids.get(p.code)!).verifierKey;
+      return w;
+    },
     env: { SMART_HOME_TRUSTED_PROXIES: '127.0.0.4/32' },
   });
   north = await h.client('barrier-north');
@@ -74,10 +111,23 @@ before(async () => {
     keyPem: second.keyPem,
     thumbprint: second.thumbprint,
   };
-  const world = standardWorld(h.identities);
+  const world = withLogKeys(standardWorld(h.identities));
   world.partners![0]!.certificates = [first.thumbprint, second.thumbprint];
   await h.apply(world);
+  // The witness route's baseline re-submits north's checkpoint at the size we hold: have it held.
+  const first3 = await north.send('POST', '/partner/v1/journal/witness/add-checkpoint', {
+    scope: 'audit:exchange',
+    rawBody: Buffer.from(formatAddCheckpoint({ oldSize: 0, proof: [], note: northCheckpoint() })),
+    headers: { 'content-type': 'text/plain; charset=utf-8' },
+  });
+  assert.equal(first3.status, 200);
 });
+
+/** Contract §8.2: each partner's journal log key registered (the simulator identity's). */
+function withLogKeys(world: ReturnType<typeof standardWorld>) {
+  for (const p of world.partners ?? []) p.logKey = journalSigner(h.identities.get(p.code)!).verifierKey;
+  return world;
+}
 after(() => h.close());
 
 async function forgeToken(
@@ -111,8 +161,21 @@ async function forgeToken(
 
 for (const route of ROUTES) {
   describe(`partner security suite: ${route.name}`, () => {
-    const send = (c: PartnerClient, opts: Parameters<PartnerClient['send']>[2] = { scope: route.scope }) =>
-      c.send(route.method, route.path, { body: route.body(north), ...opts, scope: route.scope });
+    /** The body as the route takes it: JSON, or text sent as it is. */
+    const wire = (body: unknown): Partial<Parameters<PartnerClient['send']>[2]> =>
+      route.rawContentType
+        ? { rawBody: Buffer.from(String(body)), headers: { 'content-type': route.rawContentType } }
+        : { body };
+    const send = (c: PartnerClient, opts: Parameters<PartnerClient['send']>[2] = { scope: route.scope }) => {
+      const { body, ...rest } = opts;
+      const w = wire(body ?? route.body(north));
+      return c.send(route.method, route.path, {
+        ...w,
+        ...rest,
+        headers: { ...(w.headers ?? {}), ...(rest.headers ?? {}) },
+        scope: route.scope,
+      });
+    };
 
     test('a legitimate request succeeds (the baseline every case below departs from)', async () => {
       const res = await send(north);
@@ -207,10 +270,10 @@ for (const route of ROUTES) {
 
     test('an expired token (beyond the 10 s leeway): 401', async () => {
       const now = Math.floor(Date.now() / 1000);
-      const token = await forgeToken({ iat: now - 700, exp: now - 11 });
+      const token = await forgeToken({ iat: now - 700, exp: now - 11, scope: route.scope });
       const res = await send(north, { scope: route.scope, token });
       assert.equal(res.status, 401);
-      const fresh = await forgeToken({});
+      const fresh = await forgeToken({ scope: route.scope });
       assert.equal(
         (await send(north, { scope: route.scope, token: fresh })).status,
         route.okStatus,
@@ -235,25 +298,25 @@ for (const route of ROUTES) {
 
     test('alg other than ES256 (HS256 with a guessable key, none): 401', async () => {
       const hs = await forgeToken(
-        {},
+        { scope: route.scope },
         { alg: 'HS256' },
         new TextEncoder().encode(JSON.stringify(h.smartHomeKey)),
       );
       assert.equal((await send(north, { scope: route.scope, token: hs })).status, 401);
-      const [, payload] = (await forgeToken({})).split('.');
+      const [, payload] = (await forgeToken({ scope: route.scope })).split('.');
       const none = `${Buffer.from(JSON.stringify({ alg: 'none', typ: 'at+jwt' })).toString('base64url')}.${payload}.`;
       assert.equal((await send(north, { scope: route.scope, token: none })).status, 401);
     });
 
     test('a token of the wrong type or audience: 401', async () => {
-      const typ = await forgeToken({}, { typ: 'JWT' });
+      const typ = await forgeToken({ scope: route.scope }, { typ: 'JWT' });
       assert.equal((await send(north, { scope: route.scope, token: typ })).status, 401);
-      const aud = await forgeToken({ aud: 'urn:smart-home:api' });
+      const aud = await forgeToken({ aud: 'urn:smart-home:api', scope: route.scope });
       assert.equal((await send(north, { scope: route.scope, token: aud })).status, 401);
     });
 
     test('a token without the route scope: 403 insufficient-scope', async () => {
-      const token = await north.token('audit:exchange');
+      const token = await north.token(route.otherScope ?? 'audit:exchange');
       const res = await send(north, { scope: route.scope, token });
       assert.equal(res.status, 403);
       assert.equal(problemType(res), 'urn:smart-home:problem:insufficient-scope');
@@ -262,7 +325,7 @@ for (const route of ROUTES) {
     test('a device of another partner or outside the perimeter: 404', async () => {
       const res = await north.send(route.method, route.foreignPath, {
         scope: route.scope,
-        body: route.body(north),
+        ...wire((route.foreignBody ?? route.body)(north)),
       });
       assert.equal(res.status, 404);
     });
@@ -301,7 +364,9 @@ for (const route of ROUTES) {
       const res = await send(north, {
         scope: route.scope,
         tamper: ({ body }) => ({
-          body: Buffer.from(JSON.stringify({ ...JSON.parse(String(body)), direction: 'exit' })),
+          body: route.rawContentType
+            ? Buffer.concat([body ?? Buffer.alloc(0), Buffer.from('\n')])
+            : Buffer.from(JSON.stringify({ ...JSON.parse(String(body)), direction: 'exit' })),
         }),
       });
       assert.equal(res.status, 401);
@@ -320,7 +385,11 @@ for (const route of ROUTES) {
     }
 
     test('an oversized body: 413 payload-too-large', async () => {
-      const res = await send(north, { scope: route.scope, body: { padding: 'x'.repeat(300_000) } });
+      const padding = 'x'.repeat(300_000);
+      const res = await send(north, {
+        scope: route.scope,
+        body: route.rawContentType ? padding : { padding },
+      });
       assert.equal(res.status, 413);
       assert.equal(problemType(res), 'urn:smart-home:problem:payload-too-large');
     });
