@@ -5,9 +5,15 @@
  */
 import assert from 'node:assert/strict';
 import { createHash, generateKeyPairSync } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { Agent, request } from 'undici';
 import type { PartnerClient } from '../../simulator/partner-client.ts';
+import { ResidentApp } from '../../simulator/resident-app.ts';
 import { sql } from '../../src/db/sql.ts';
+import { createOperator } from '../../src/identity/operators.ts';
 import { witnessOverview } from '../../src/journal/witness/routes.ts';
 import { WITNESS_ALERT_ACTION } from '../../src/journal/witness/state.ts';
 import { consistencyNodes, consistencyProof, nodeKey, rootOfLeafHashes } from '../../src/tlog/merkle.ts';
@@ -62,9 +68,26 @@ let h: Harness;
 let north: PartnerClient;
 let south: PartnerClient;
 let northId: string;
+let clientsDir: string;
+const WEB_REDIRECT = 'https://console.example/callback';
+const CONSOLE_SECRET = 'console-secret-console-secret-console-secret';
+const OP_PASSWORD = 'correct horse battery staple';
 
 before(async () => {
+  clientsDir = await mkdtemp(path.join(tmpdir(), 'smart-home-witness-'));
+  const clientsFile = path.join(clientsDir, 'oauth-clients.yaml');
+  await writeFile(
+    clientsFile,
+    [
+      'clients:',
+      '  - clientId: operator-console',
+      '    role: operator',
+      `    redirectUris: ["${WEB_REDIRECT}"]`,
+      `    clientSecret: ${CONSOLE_SECRET}`,
+    ].join('\n'),
+  );
   h = await startHarness({
+    env: { SMART_HOME_OAUTH_CLIENTS_FILE: clientsFile },
     partners: [{ code: 'barrier-north' }, { code: 'barrier-south' }],
     document: (ids) => {
       const w = standardWorld(ids);
@@ -79,7 +102,10 @@ before(async () => {
     sql`select id from partners where code = 'barrier-north'`,
   ))!.id;
 });
-after(() => h.close());
+after(async () => {
+  await h?.close();
+  if (clientsDir) await rm(clientsDir, { recursive: true, force: true });
+});
 
 const submit = (client: PartnerClient, body: string, scope = 'audit:exchange') =>
   client.send('POST', '/partner/v1/journal/witness/add-checkpoint', {
@@ -301,5 +327,36 @@ describe('smart-home witnesses a partner’s own log (contract §8.2)', () => {
       ['conflict', 'inconsistent'],
     );
     assert.equal(o.alerts[0]!.partnerId, northId);
+  });
+
+  test('GET /admin/v1/journal/witness gives an operator the same overview; no token, no answer', async () => {
+    const { otpauthUri } = await createOperator(
+      { db: h.runtime.db, cipher: h.runtime.cipher },
+      'duty.witness',
+      OP_PASSWORD,
+    );
+    const op = new ResidentApp({
+      issuer: h.publicUrl,
+      ca: h.serverCa,
+      clientId: 'operator-console',
+      redirectUri: WEB_REDIRECT,
+      clientSecret: CONSOLE_SECRET,
+    });
+    try {
+      await op.signInOperator('duty.witness', OP_PASSWORD, new URL(otpauthUri).searchParams.get('secret')!);
+      const res = await op.admin<Awaited<ReturnType<typeof witnessOverview>>>('GET', '/journal/witness');
+      assert.equal(res.status, 200, JSON.stringify(res.body));
+      assert.deepEqual(res.body, await witnessOverview(h.runtime.db));
+    } finally {
+      await op.close();
+    }
+    const agent = new Agent({ connect: { ca: h.serverCa } });
+    try {
+      const res = await request(`${h.publicUrl}/admin/v1/journal/witness`, { dispatcher: agent });
+      await res.body.dump();
+      assert.equal(res.statusCode, 401);
+    } finally {
+      await agent.close();
+    }
   });
 });
