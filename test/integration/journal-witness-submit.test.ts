@@ -115,10 +115,24 @@ const deps = () => ({
   directory: () => h.runtime.app.directory(),
   alertMemo,
 });
+/**
+ * Every journal row integrated and signed. On a shared PostgreSQL a transaction open in any session
+ * holds the sequencer's horizon back, so this waits for it rather than assuming one batch suffices.
+ */
+const settle = async () => {
+  for (;;) {
+    await integrateAll(h.runtime.db, h.runtime.journalLog, 100_000);
+    const r = await h.runtime.db.one<{ pending: boolean }>(
+      sql`select (select count(*) from journal) > (select size from journal_log_state) as pending`,
+    );
+    if (!r?.pending) return;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+};
 const grow = async (n: number) => {
   for (let i = 0; i < n; i++)
     await appendJournal(h.runtime.db, { actorType: 'system', action: 'test.grow', result: 'ok' });
-  await integrateAll(h.runtime.db, h.runtime.journalLog, 100_000);
+  await settle();
   return (await latestCheckpoint(h.runtime.db))!;
 };
 const of = (results: SubmitResult[] | undefined, code: string) => {
@@ -174,7 +188,7 @@ describe('our checkpoints witnessed by partners (contract §8.2)', () => {
     assert.equal((await stored('intercom-b')).length + (await stored('intercom-c')).length, 0);
     // The same refusals again (the alerts grew the log, so there is a new checkpoint to send):
     // reported by the round, logged, but journaled only once.
-    await integrateAll(h.runtime.db, h.runtime.journalLog, 100_000);
+    await settle();
     const again = await submitRound(deps());
     assert.equal(of(again, 'intercom-d').outcome, 'unreachable');
     assert.equal(of(again, 'intercom-b').outcome, 'alert');
@@ -187,7 +201,7 @@ describe('our checkpoints witnessed by partners (contract §8.2)', () => {
   });
 
   test('no growth, no submission: a partner holding our newest checkpoint is current', async () => {
-    await integrateAll(h.runtime.db, h.runtime.journalLog, 100_000);
+    await settle();
     await submitRound(deps());
     const before = sim.witness.latest(h.runtime.journalLog.origin)?.size;
     const newest = (await latestCheckpoint(h.runtime.db))!.size;
@@ -258,7 +272,7 @@ describe('our checkpoints witnessed by partners (contract §8.2)', () => {
   });
 
   test('verifyLog takes the newest cosigned checkpoints as anchors, checked with the registered witness keys', async () => {
-    await integrateAll(h.runtime.db, h.runtime.journalLog, 100_000);
+    await settle();
     const anchors = await witnessedAnchors(h.runtime.db);
     assert.deepEqual(
       anchors.map((a) => a.partnerId),
@@ -303,5 +317,24 @@ describe('our checkpoints witnessed by partners (contract §8.2)', () => {
         assert.equal(await submitRound(deps()), undefined);
       });
     }
+  });
+
+  test('our newest checkpoint below what a partner cosigned (our tail gone) is an alert', async () => {
+    const cosigned = Number((await stored('intercom-a')).at(-1)!.size);
+    // What only a superuser can do around the triggers: the newest checkpoints deleted.
+    await h.runtime.db.transaction(async (tx) => {
+      await tx.exec(
+        `set local session_replication_role = replica; delete from journal_checkpoints where size >= ${cosigned}`,
+      );
+    });
+    const newest = (await latestCheckpoint(h.runtime.db))!;
+    assert.ok(newest.size < cosigned);
+    const before = (await alerts()).filter((x) => x.partner_id === ids['intercom-a']).length;
+    const a = of(await submitRound({ ...deps(), alertMemo: new Map() }), 'intercom-a');
+    assert.equal(a.outcome, 'alert');
+    const all = (await alerts()).filter((x) => x.partner_id === ids['intercom-a']);
+    assert.equal(all.length, before + 1);
+    assert.equal(all.at(-1)!.result, 'conflict');
+    assert.equal(detailsOf(all.at(-1)!.details)['cosignedSize'], cosigned);
   });
 });

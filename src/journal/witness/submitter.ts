@@ -90,13 +90,9 @@ export async function submitRound(deps: SubmitterDeps): Promise<SubmitResult[] |
   const run = async (q: Queryable) => {
     const newest = await latestCheckpoint(q);
     if (!newest) return [];
-    const results: SubmitResult[] = [];
-    // One partner after another: a round is rare (≥ 1 s apart) and each call is bounded by the
-    // outbound timeouts; sequential keeps the held lock's transaction simple.
-    for (const partner of witnessingPartners(deps.directory())) {
-      results.push(await submitTo(deps, q, partner, newest));
-    }
-    return results;
+    // All partners at once: the round (and the lock's transaction) lasts about one call, each bounded
+    // by the outbound timeouts.
+    return Promise.all(witnessingPartners(deps.directory()).map((p) => submitTo(deps, q, p, newest)));
   };
   if (deps.db.engine !== 'postgres') return run(deps.db);
   return deps.db.transaction(async (tx) => {
@@ -154,7 +150,13 @@ async function submitTo(
   };
 
   let oldSize = await lastCosigned(q, partner.id);
-  if (oldSize >= newest.size) return { ...base, outcome: 'current' };
+  if (oldSize > newest.size) {
+    // The partner cosigned a size our newest checkpoint no longer reaches: our log lost its tail.
+    return alert('conflict', 'a stored cosignature covers more than our newest checkpoint', {
+      cosignedSize: oldSize,
+    });
+  }
+  if (oldSize === newest.size) return { ...base, outcome: 'current' };
   for (let attempt = 0; ; attempt++) {
     const proof =
       oldSize === 0 || oldSize === newest.size
