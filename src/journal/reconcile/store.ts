@@ -1,8 +1,9 @@
 /**
  * The reconciliation index of contract §8.4 per partner per UTC day, kept in memory and extended as
  * the day grows (issue 4): a day is built once from the journal — the partner's projectable rows whose
- * eventId time falls in the day, looked up by `journal.at` with a clock margin either side since the
- * eventId may come from the partner's clock — and afterwards only the rows integrated into the Merkle
+ * eventId time falls in the day and that were recorded (`journal.at`, our clock) within the clock
+ * margin of that time (the eventId may come from the partner's clock; the look-up goes by `at`, with
+ * the margin either side of the day) — and afterwards only the rows integrated into the Merkle
  * log since (the watermark: a leaf index) are read and added. A row joins the index once it is in the
  * signed log, so a window's set is exactly what the newest checkpoint commits to.
  *
@@ -103,9 +104,13 @@ export class ReconStore {
     }
   }
 
-  /** Whether a row recorded at `at` is looked up for the day starting at `start`. */
-  #inMargin(start: number, at: number): boolean {
-    return at >= start - this.#o.clockMarginMs && at < start + DAY_MS + this.#o.clockMarginMs;
+  /**
+   * Whether an item belongs to the reconciliation set: recorded within the clock margin of its
+   * eventId's time (as the partner simulator decides for its own entries). One recorded further away
+   * is found only by its eventId or element, as a timing difference.
+   */
+  #inMargin(it: { at: number; time: number }): boolean {
+    return Math.abs(it.at - it.time) <= this.#o.clockMarginMs;
   }
 
   /** The partner's cached days brought up to the log's newest checkpoint. */
@@ -120,7 +125,7 @@ export class ReconStore {
         const byDay = new Map<number, ReconItem[]>();
         for (const it of items) {
           const start = Math.floor(it.time / DAY_MS) * DAY_MS;
-          if (!this.#inMargin(start, it.at)) continue;
+          if (!this.#inMargin(it)) continue;
           const list = byDay.get(start) ?? [];
           if (list.length === 0) byDay.set(start, list);
           list.push({ ...it, element: projectionElement(it.projection) });
@@ -143,7 +148,7 @@ export class ReconStore {
       const rows = await rowsRecordedIn(this.#o.db, partnerId, start - m, start + DAY_MS + m, size);
       const items: ReconItem[] = [];
       for (const it of await projector.project(rows)) {
-        if (it.time >= start && it.time < start + DAY_MS)
+        if (it.time >= start && it.time < start + DAY_MS && this.#inMargin(it))
           items.push({ ...it, element: projectionElement(it.projection) });
       }
       const day: Day = { partnerId, start, index: new ReconIndex(0), byElement: new Map() };
