@@ -472,7 +472,7 @@ export const OPTIONS: readonly OptionSpec[] = [
     default: 60,
     min: 0,
     max: 3600,
-    doc: 'A partner access token (OAuth2 client credentials, scope `doors:open`) is reused until this many seconds before its `expires_in` runs out, then fetched again.',
+    doc: 'A partner access token (OAuth2 client credentials, one per scope: `doors:open` for door commands, `audit:exchange` for the journal exchange) is reused until this many seconds before its `expires_in` runs out, then fetched again.',
   },
   {
     env: 'SMART_HOME_DOOR_COMMAND_TTL_MS',
