@@ -429,6 +429,20 @@ describe('the generic signed call (PartnerChannel.send)', () => {
     );
   });
 
+  test('a GET without a body, signed without content-digest: the partner checks it and answers signed', async () => {
+    const o = outboundWith({});
+    const refusals = sim.refusals.length;
+    const a = await o.send(partnerId, 'GET', '/v1/journal/checkpoint', {
+      scope: 'audit:exchange',
+      accept: 'text/plain',
+    });
+    assert.equal(a.status, 200);
+    assert.equal(a.headers['content-type'], 'text/plain; charset=utf-8');
+    // The partner's own checkpoint, signed with its journal key (contract §8.1).
+    assert.equal(a.body.toString('utf8'), sim.journal.checkpoint().note);
+    assert.equal(sim.refusals.length, refusals);
+  });
+
   test('an unsigned answer is never handed back (a GET without a body to an unknown path)', async () => {
     const o = outboundWith({});
     await assert.rejects(o.send(partnerId, 'GET', '/v1/no-such-route?x=1', { scope: 'audit:exchange' }), {
