@@ -22,7 +22,9 @@ test('production refuses development defaults and names every missing setting', 
       e.problems.some((p) => p.startsWith('DATABASE_URL')) &&
       e.problems.some((p) => p.startsWith('SMART_HOME_PARTNER_TLS_CERT')) &&
       e.problems.some((p) => p.startsWith('SMART_HOME_KEK')) &&
-      e.problems.some((p) => p.startsWith('SMART_HOME_TOKEN_KEY_FILE')),
+      e.problems.some((p) => p.startsWith('SMART_HOME_TOKEN_KEY_FILE')) &&
+      e.problems.some((p) => p.startsWith('SMART_HOME_WITNESS_KEY_FILE')) &&
+      e.problems.some((p) => p.startsWith('SMART_HOME_WITNESS_NAME')),
   );
 });
 
