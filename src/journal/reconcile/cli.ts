@@ -2,13 +2,12 @@
  * `smart-home journal reconcile` (issue 4):
  *
  *   smart-home journal reconcile --partner <id|code> --from <RFC 3339> --to <RFC 3339> [--out report.json]
- *   smart-home journal reconcile --partner <id|code> --from … --to … --export ours.jsonl   (no network)
  *   smart-home journal reconcile --offline ours.jsonl theirs.jsonl [--from … --to …] [--out report.json]
  *
  * Online: runs the §8.4 exchange against the partner's `POST {partnerBase}/v1/journal/reconcile` over
  * the outbound channel, prints a summary table on stdout, writes the signed report, and journals the
- * run; progress goes to stderr. `--export` writes our projections of the window as JSON Lines instead
- * (the offline format). Offline: compares two such files without any network or database and signs
+ * run; progress goes to stderr. Offline: compares two files of projections (JSON Lines, as
+ * `smart-home journal export --projections` writes ours) without any network or database and signs
  * the report with the configured journal key (an auditor points SMART_HOME_JOURNAL_KEY_FILE at its
  * own Ed25519 key). Exit status: 0 no difference, 1 differences found, 2 the run could not be made.
  */
@@ -21,7 +20,7 @@ import { loadSigningKey } from '../../keys/service-keys.ts';
 import { OutboundError } from '../../outbound/errors.ts';
 import { Outbound } from '../../outbound/outbound.ts';
 import { PartnerDirectory } from '../../partners/partner-directory.ts';
-import { elementHex, parseWindow } from '../../reconcile/projection.ts';
+import { parseWindow } from '../../reconcile/projection.ts';
 import { uuidv7 } from '../../util/uuid.ts';
 import type { LogIdentity } from '../log/sequencer.ts';
 import { summarise } from './classify.ts';
@@ -51,7 +50,6 @@ interface Opts {
   from?: string;
   to?: string;
   out?: string;
-  export?: string;
   offline?: boolean;
   skewTolerance?: string;
 }
@@ -113,10 +111,6 @@ export function registerReconcileCommand(journal: Command, h: CliHelpers): void 
     .option(
       '--skew-tolerance <ms>',
       'timing_skew tolerance, ms (default SMART_HOME_RECONCILE_SKEW_TOLERANCE_MS)',
-    )
-    .option(
-      '--export <file>',
-      'write our projections of the window as JSON Lines (the --offline format) and stop',
     )
     .option('--offline', 'compare two exported JSON Lines files without any network')
     .action(async (files: string[], opts: Opts) => {
@@ -184,22 +178,6 @@ async function online(
       });
       const partner = reconciler.partner(partnerRef);
       reconciler.checkWindow(window.from, window.to);
-      if (opts.export) {
-        const view = await reconciler.store.view(partner.id, window.from, window.to);
-        const lines: string[] = [];
-        for (const it of view.items())
-          lines.push(
-            JSON.stringify({
-              element: elementHex(it.element),
-              time: it.time,
-              projection: it.projection,
-              at: new Date(it.at).toISOString(),
-            }),
-          );
-        await writeFile(opts.export, lines.length ? `${lines.join('\n')}\n` : '');
-        process.stderr.write(`exported ${lines.length} projections of ${partner.code} to ${opts.export}\n`);
-        return;
-      }
       const progress = progressReporter();
       let signed: SignedReport;
       try {
