@@ -15,7 +15,7 @@ import { formatCheckpoint, type NoteSigner, signNote } from '../../tlog/note.ts'
 import { integrate, partialTiles, type Tile } from '../../tlog/tiles.ts';
 import { entryOf, JOURNAL_ROW_COLUMNS, type JournalRow } from './leaf.ts';
 
-/** Advisory lock key of the sequencer (any constant shared by every instance). */
+/** Advisory lock key of the sequencer (any constant shared by every instance), with the schema's hash. */
 export const SEQUENCER_LOCK = 727_009;
 
 export interface LogIdentity {
@@ -62,7 +62,7 @@ export interface BatchResult {
 export async function integrateBatch(db: Db, log: LogIdentity, maxBatch: number): Promise<BatchResult> {
   return db.transaction(async (tx) => {
     const lock = await tx.one<{ ok: boolean }>(
-      sql`select pg_try_advisory_xact_lock(${SEQUENCER_LOCK}) as ok`,
+      sql`select pg_try_advisory_xact_lock(${SEQUENCER_LOCK}, hashtext(current_schema())) as ok`,
     );
     if (!lock?.ok) return { integrated: 0, size: -1, locked: false };
     const st = await tx.one<{
