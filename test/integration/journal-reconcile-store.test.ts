@@ -111,7 +111,13 @@ test('the clock margin: a row recorded far from its eventId time is outside the 
   const from = t - 1000;
   const to = t + 1000;
   await assertHolds(store(), from, to, []);
-  await assertHolds(store({ clockMarginMs: 3 * 3_600_000 }), from, to, [skewed]);
+  const wide = await assertHolds(store({ clockMarginMs: 3 * 3_600_000 }), from, to, [skewed]);
+  assert.deepEqual(
+    wide.skewed(3_600_000).map((i) => i.projection),
+    [skewed],
+    'recorded 2 h after its eventId time',
+  );
+  assert.deepEqual(wide.skewed(3 * 3_600_000), []);
   // Extension applies the same margin as a build.
   const s = store();
   await assertHolds(s, from, to, []);

@@ -160,7 +160,7 @@ export async function runReconcile(input: RunReconcileInput): Promise<SignedRepo
     });
     // Found only outside the margin: their recording is the skew, whatever else differs.
     const seen = new Set(diffs.filter((d) => d.kind === 'timing_skew').map((d) => d.eventId));
-    for (const d of recordingSkews([...view.items()].map(sideOf).concat(outside), o)) {
+    for (const d of recordingSkews(view.skewed(o.skewToleranceMs).map(sideOf).concat(outside), o)) {
       if (!seen.has(d.eventId)) {
         seen.add(d.eventId);
         diffs.push(d);

@@ -29,6 +29,8 @@ interface Day {
   start: number;
   index: ReconIndex;
   byElement: Map<string, ReconItem>;
+  /** When we recorded the item at each index position (ms): a window's skews without touching items. */
+  recorded: number[];
 }
 
 interface PartnerState {
@@ -48,6 +50,8 @@ export interface ReconView {
   lookup(element: Uint8Array | string): ReconItem | undefined;
   /** Every item in the window, in (time, element) order. */
   items(): Generator<ReconItem>;
+  /** The window's items we recorded more than `toleranceMs` from their eventId's time. */
+  skewed(toleranceMs: number): ReconItem[];
 }
 
 export interface ReconStoreOptions {
@@ -151,7 +155,7 @@ export class ReconStore {
         if (it.time >= start && it.time < start + DAY_MS && this.#inMargin(it))
           items.push({ ...it, element: projectionElement(it.projection) });
       }
-      const day: Day = { partnerId, start, index: new ReconIndex(0), byElement: new Map() };
+      const day: Day = { partnerId, start, index: new ReconIndex(0), byElement: new Map(), recorded: [] };
       addToDay(day, items);
       return day;
     } finally {
@@ -187,6 +191,13 @@ export class ReconStore {
         to,
       );
       const maps = days.map((d) => d.byElement);
+      // Each day's positions in the window, and its recording times as they are now (a snapshot).
+      const spans = days.map((d) => {
+        const none = new Uint8Array(0);
+        const lo = d.index.lowerBound(0, d.index.size, from, none);
+        const hi = d.index.lowerBound(lo, d.index.size, to, none);
+        return { index: d.index, recorded: d.recorded, lo, hi };
+      });
       const lookup = (element: Uint8Array | string) => {
         const k = hex(element);
         for (const m of maps) {
@@ -205,6 +216,16 @@ export class ReconStore {
             const it = lookup(storage.id(i));
             if (it) yield it;
           }
+        },
+        skewed(toleranceMs) {
+          const out: ReconItem[] = [];
+          for (const { index, recorded, lo, hi } of spans)
+            for (let i = lo; i < hi; i++) {
+              if (Math.abs(recorded[i]! - index.time(i)) <= toleranceMs) continue;
+              const it = lookup(index.id(i));
+              if (it) out.push(it);
+            }
+          return out;
         },
       };
     });
@@ -268,11 +289,13 @@ function addToDay(day: Day, items: ReconItem[]): void {
   if (after) {
     const { times, ids } = columns(unique);
     idx.append(times, ids);
+    for (const it of unique) day.recorded.push(it.at);
     return;
   }
   const all = [...day.byElement.values()].sort(compareItems);
   const { times, ids } = columns(all);
   day.index = ReconIndex.fromSorted(times, ids);
+  day.recorded = all.map((it) => it.at);
 }
 
 function columns(items: readonly ReconItem[]): { times: Float64Array; ids: Uint8Array } {
