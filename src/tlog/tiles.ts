@@ -151,20 +151,30 @@ export function integrate(
   let pending: Uint8Array[] = [...leaves];
   let countAtLevel = size; // hashes already at tree level 8·level
   for (let level = 0; pending.length > 0; level++) {
-    let current = byLevel.get(level) ?? Buffer.alloc(0);
+    // One full-width buffer per tile being filled; `filled` hashes of it are set.
+    const start = byLevel.get(level);
+    let current = Buffer.alloc(TILE_WIDTH * HASH_SIZE);
+    let filled = 0;
+    if (start) {
+      start.copy(current);
+      filled = start.length / HASH_SIZE;
+    }
     let index = Math.floor(countAtLevel / TILE_WIDTH);
     const up: Uint8Array[] = [];
     for (const h of pending) {
       if (h.length !== HASH_SIZE) throw new RangeError('a leaf hash is 32 bytes');
-      current = Buffer.concat([current, h]);
-      if (current.length === TILE_WIDTH * HASH_SIZE) {
+      current.set(h, filled * HASH_SIZE);
+      filled++;
+      if (filled === TILE_WIDTH) {
         changed.set(`${level}/${index}`, { level, index, hashes: current });
         up.push(perfectRoot(current, 0, TILE_WIDTH));
-        current = Buffer.alloc(0);
+        current = Buffer.alloc(TILE_WIDTH * HASH_SIZE);
+        filled = 0;
         index++;
       }
     }
-    if (current.length > 0) changed.set(`${level}/${index}`, { level, index, hashes: current });
+    if (filled > 0)
+      changed.set(`${level}/${index}`, { level, index, hashes: current.subarray(0, filled * HASH_SIZE) });
     countAtLevel = Math.floor(countAtLevel / TILE_WIDTH);
     pending = up;
   }

@@ -7,7 +7,7 @@
 export function canonicalJson(value: unknown): string {
   switch (typeof value) {
     case 'string':
-      if (/\p{Cs}/u.test(value)) throw new TypeError('a lone surrogate cannot be canonicalised');
+      if (!value.isWellFormed()) throw new TypeError('a lone surrogate cannot be canonicalised');
       return JSON.stringify(value);
     case 'number':
       if (!Number.isFinite(value)) throw new TypeError('a non-finite number cannot be canonicalised');

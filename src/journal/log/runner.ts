@@ -23,6 +23,9 @@ export function startSequencer(
   let failing = false;
   const tick = () => {
     running = (async () => {
+      // A fixed cadence: the next batch starts intervalMs after this one started, not after it ended,
+      // so a batch's own time does not add to how long a row waits for its checkpoint.
+      const started = performance.now();
       let delay = opts.intervalMs;
       try {
         const r = await integrateBatch(db, log, opts.batchMax);
@@ -34,7 +37,7 @@ export function startSequencer(
         failing = true;
       }
       if (!stopped) {
-        timer = setTimeout(tick, delay);
+        timer = setTimeout(tick, Math.max(0, delay - (performance.now() - started)));
         timer.unref();
       }
     })();
