@@ -50,6 +50,7 @@ let from: number;
 let to: number;
 /** A door result we journaled 2 h after its command was minted (see the clock-margin test). */
 let lateEventId = '';
+let simStopped = false;
 
 before(async () => {
   clientsDir = await mkdtemp(path.join(tmpdir(), 'smart-home-reconcile-'));
@@ -148,7 +149,7 @@ before(async () => {
 
 after(async () => {
   await h?.close();
-  await sim?.stop();
+  if (!simStopped) await sim?.stop();
   if (clientsDir) await rm(clientsDir, { recursive: true, force: true });
 });
 
@@ -394,5 +395,22 @@ describe('the daily schedule', () => {
         assert.equal(await runScheduledDay(deps, dayStart - 86_400_000), undefined);
       });
     }
+  });
+});
+
+describe('a partner that does not answer', () => {
+  test('the run fails with the channel’s error and is journaled as failed', async () => {
+    await sim.stop();
+    simStopped = true;
+    await assert.rejects(
+      run(),
+      (e: Error & { code?: string }) => e.name === 'OutboundError' && /^ERR_OUTBOUND/.test(e.code ?? ''),
+    );
+    const row = await h.runtime.db.one<{ result: string; details: Record<string, unknown> }>(
+      sql`select result, details from journal where action = 'journal.reconcile' order by seq desc limit 1`,
+    );
+    assert.equal(row!.result, 'failed');
+    assert.match(String(row!.details['error']), /^ERR_OUTBOUND/);
+    assert.equal(row!.details['rounds'], 0);
   });
 });
