@@ -6,6 +6,7 @@
  * and the operator API.
  */
 import assert from 'node:assert/strict';
+import { generateKeyPairSync } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -23,12 +24,14 @@ import { createOperator } from '../../src/identity/operators.ts';
 import { appendJournal } from '../../src/journal/journal.ts';
 import { integrateAll, latestCheckpoint } from '../../src/journal/log/sequencer.ts';
 import type { Difference } from '../../src/journal/reconcile/classify.ts';
+import { outboundPeer } from '../../src/journal/reconcile/peer.ts';
 import { type SignedReport, verifyReport } from '../../src/journal/reconcile/report.ts';
 import { RECONCILE_SCHEDULE_LOCK, runScheduledDay } from '../../src/journal/reconcile/scheduler.ts';
 import type { Reconciler } from '../../src/journal/reconcile/service.ts';
 import { doorOpenProjection, eventTime, type Projection } from '../../src/reconcile/projection.ts';
 import { outboundDoorOpener } from '../../src/resident-api/door-opener.ts';
 import { createResidentService } from '../../src/resident-api/service.ts';
+import { formatCheckpoint, noteSigner, parseCheckpoint, parseNote, signNote } from '../../src/tlog/note.ts';
 import { uuidv7 } from '../../src/util/uuid.ts';
 import { createTestDb } from '../support/test-db.ts';
 
@@ -183,6 +186,7 @@ describe('journal reconcile against the intercom simulator (contract §8.4 over 
     assert.equal(signed.report.checkpoints.ours!.size, ours!.size);
     assert.equal(signed.report.checkpoints.partner!.size, sim.journal.size);
     assert.equal(signed.report.checkpoints.partner!.note, sim.journal.checkpoint().note);
+    assert.equal(signed.report.checkpoints.partner!.verified, true, 'with its registered log key');
     assert.deepEqual(signed.report.range, {
       from: new Date(from).toISOString(),
       to: new Date(to).toISOString(),
@@ -288,6 +292,23 @@ describe('journal reconcile against the intercom simulator (contract §8.4 over 
     assert.ok(d.skewMs! < -(2 * 3600_000 - 60_000), `${d.skewMs}`);
     assert.deepEqual(d.ours, late);
     assert.deepEqual(d.theirs, late);
+  });
+
+  test('a partner checkpoint not signed by its registered log key stops the run', async () => {
+    const real = outboundPeer(h.runtime.outbound, partnerId, { maxMessageBytes: 4 << 20 });
+    const cp = parseCheckpoint(parseNote(sim.journal.checkpoint().note).text);
+    const forger = noteSigner(cp.origin, generateKeyPairSync('ed25519').privateKey);
+    const forged = signNote(formatCheckpoint(cp), [forger]);
+    await assert.rejects(
+      reconciler.run({
+        partner: 'intercom-north',
+        from,
+        to,
+        actor: { type: 'system', id: 'test' },
+        peer: { ...real, checkpoint: async () => forged },
+      }),
+      /does not verify with its registered log key/,
+    );
   });
 
   test('an unknown partner or a window over the limit is refused before anything is sent', async () => {

@@ -11,6 +11,7 @@ import type { FieldCipher } from '../../crypto/field-cipher.ts';
 import type { Db } from '../../db/db.ts';
 import { Negentropy } from '../../reconcile/negentropy.ts';
 import { elementHex, type ProjectionRecord, projectionElement } from '../../reconcile/projection.ts';
+import { type NoteVerifier, openNote, parseCheckpoint } from '../../tlog/note.ts';
 import { uuidv7 } from '../../util/uuid.ts';
 import { type ActorType, appendJournal } from '../journal.ts';
 import type { LogIdentity } from '../log/sequencer.ts';
@@ -55,7 +56,8 @@ export interface RunReconcileInput {
   store: ReconStore;
   log: LogIdentity;
   peer: ReconcilePeer;
-  partner: { id: string; code: string };
+  /** `log`: the verifier of the partner's checkpoints (its registered log key), when it has one. */
+  partner: { id: string; code: string; log?: NoteVerifier | undefined };
   from: number;
   to: number;
   options: ReconcileRunOptions;
@@ -94,6 +96,9 @@ export async function runReconcile(input: RunReconcileInput): Promise<SignedRepo
   try {
     // Pinned: the partner's checkpoint first, then our view (our newest checkpoint) for the whole run.
     const theirCheckpoint = await peer.checkpoint();
+    const partnerRef = checkpointRef(theirCheckpoint);
+    if (partnerRef)
+      partnerRef.verified = partner.log ? checkPartnerCheckpoint(partnerRef.note, partner.log) : null;
     const view = await store.view(partner.id, from, to);
     const t0 = performance.now();
     const neg = new Negentropy(view.storage, { frameSizeLimit: o.frameBytes });
@@ -176,7 +181,7 @@ export async function runReconcile(input: RunReconcileInput): Promise<SignedRepo
       range: { from: new Date(from).toISOString(), to: new Date(to).toISOString() },
       startedAt: started.toISOString(),
       finishedAt: new Date().toISOString(),
-      checkpoints: { ours: checkpointRef(view.checkpoint), partner: checkpointRef(theirCheckpoint) },
+      checkpoints: { ours: checkpointRef(view.checkpoint), partner: partnerRef },
       options: { skewToleranceMs: o.skewToleranceMs, clockMarginMs: o.clockMarginMs },
       exchange: {
         rounds,
@@ -228,4 +233,17 @@ export async function runReconcile(input: RunReconcileInput): Promise<SignedRepo
     }).catch(() => {});
     throw err;
   }
+}
+
+/** The partner's checkpoint must be signed by its registered log key and name that log as its origin. */
+function checkPartnerCheckpoint(note: string, log: NoteVerifier): true {
+  try {
+    const { text } = openNote(note, [log]);
+    if (parseCheckpoint(text).origin !== log.name) throw new Error('another origin');
+  } catch (err) {
+    throw new ReconcileError(
+      `the partner's checkpoint does not verify with its registered log key: ${(err as Error).message}`,
+    );
+  }
+  return true;
 }

@@ -23,6 +23,8 @@ export interface CheckpointRef {
   note: string;
   origin?: string;
   size?: number;
+  /** The partner's: checked with its registered log key (null when it has none registered). */
+  verified?: boolean | null;
 }
 
 export interface ReconcileReport {

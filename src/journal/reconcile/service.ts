@@ -97,7 +97,7 @@ export class Reconciler {
       store: this.store,
       log: this.#d.log,
       peer,
-      partner: { id: partner.id, code: partner.code },
+      partner: { id: partner.id, code: partner.code, log: partner.log?.verifier },
       from: r.from,
       to: r.to,
       options: {
