@@ -172,7 +172,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   });
 
   // One reconciliation index per instance: the partner endpoints of §8.4 and our own runs share it.
-  const reconStore = newReconStore(deps.db, deps.cipher, config.reconcile);
+  const reconStore = newReconStore(deps.db, deps.cipher, config.reconcile, () => directory);
   const reconciler = deps.journalLog
     ? new Reconciler({
         db: deps.db,

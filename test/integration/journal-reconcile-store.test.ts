@@ -142,3 +142,31 @@ test('at most cacheDays (partner, day) indexes are kept; a window longer than th
   assert.ok(s.cachedDays <= 6);
   await assert.rejects(s.view(northId, now, now), /end after it starts/);
 });
+
+test('a change of the partner’s registration (a device renamed) projects its days again', async () => {
+  let version = 'v1';
+  const s = new ReconStore({
+    db: h.runtime.db,
+    cipher: h.runtime.cipher,
+    clockMarginMs: 600_000,
+    cacheDays: 8,
+    registryVersion: () => version,
+  });
+  const p = await decide();
+  await integrate();
+  const t = eventTime(p.eventId);
+  const devices = async () => [...(await s.view(northId, t, t + 1)).items()].map((i) => i.projection.device);
+  assert.deepEqual(await devices(), ['gate-1']);
+  await h.runtime.db.query(
+    sql`update devices set external_id = 'gate-1-renamed' where external_id = 'gate-1'`,
+  );
+  try {
+    assert.deepEqual(await devices(), ['gate-1'], 'the cached day, while the registration looks the same');
+    version = 'v2';
+    assert.deepEqual(await devices(), ['gate-1-renamed']);
+  } finally {
+    await h.runtime.db.query(
+      sql`update devices set external_id = 'gate-1' where external_id = 'gate-1-renamed'`,
+    );
+  }
+});

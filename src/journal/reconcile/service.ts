@@ -45,8 +45,38 @@ export interface ReconcileRequest {
   peer?: ReconcilePeer;
 }
 
-export function newReconStore(db: Db, cipher: FieldCipher, o: ReconcileConfig): ReconStore {
-  return new ReconStore({ db, cipher, clockMarginMs: o.clockMarginMs, cacheDays: o.cacheDays });
+export function newReconStore(
+  db: Db,
+  cipher: FieldCipher,
+  o: ReconcileConfig,
+  directory?: () => PartnerDirectory,
+): ReconStore {
+  return new ReconStore({
+    db,
+    cipher,
+    clockMarginMs: o.clockMarginMs,
+    cacheDays: o.cacheDays,
+    ...(directory ? { registryVersion: registryVersionOf(directory) } : {}),
+  });
+}
+
+/**
+ * What a partner's projections depend on in the directory: its devices' ids (ours → theirs) and its
+ * live key versions (the pseudonym key). Remembered per directory entry, which a reload replaces.
+ */
+export function registryVersionOf(directory: () => PartnerDirectory): (partnerId: string) => string {
+  const seen = new WeakMap<PartnerInfo, string>();
+  return (partnerId) => {
+    const p = directory().byId.get(partnerId);
+    if (!p) return '';
+    let v = seen.get(p);
+    if (v === undefined) {
+      const devices = [...p.devices.values()].map((d) => `${d.id}=${d.externalId}`).sort();
+      v = JSON.stringify([devices, [...p.plateKids].sort()]);
+      seen.set(p, v);
+    }
+    return v;
+  };
 }
 
 export class Reconciler {
@@ -55,7 +85,7 @@ export class Reconciler {
 
   constructor(deps: ReconcilerDeps) {
     this.#d = deps;
-    this.store = deps.store ?? newReconStore(deps.db, deps.cipher, deps.options);
+    this.store = deps.store ?? newReconStore(deps.db, deps.cipher, deps.options, deps.directory);
   }
 
   get options(): ReconcileConfig {

@@ -38,6 +38,8 @@ interface PartnerState {
   size: number;
   /** Serialises building and extending this partner's days. */
   queue: Promise<unknown>;
+  /** The partner's registration the days were projected under (see registryVersion). */
+  version: string;
 }
 
 export interface ReconView {
@@ -60,6 +62,11 @@ export interface ReconStoreOptions {
   clockMarginMs: number;
   /** Most (partner, day) indexes kept; least recently used dropped first. */
   cacheDays: number;
+  /**
+   * What the projections depend on in the partner's registration (its device ids, its pseudonym key
+   * versions): when it changes, the partner's days are projected again. Default: never changes.
+   */
+  registryVersion?: (partnerId: string) => string;
 }
 
 const hex = (e: Uint8Array | string) =>
@@ -83,7 +90,7 @@ export class ReconStore {
   #state(partnerId: string): PartnerState {
     let s = this.#partners.get(partnerId);
     if (!s) {
-      s = { size: 0, queue: Promise.resolve() };
+      s = { size: 0, queue: Promise.resolve(), version: '' };
       this.#partners.set(partnerId, s);
     }
     return s;
@@ -91,7 +98,16 @@ export class ReconStore {
 
   #serial<T>(partnerId: string, fn: (s: PartnerState) => Promise<T>): Promise<T> {
     const s = this.#state(partnerId);
-    const run = s.queue.then(() => fn(s));
+    const run = s.queue.then(() => {
+      const version = this.#o.registryVersion?.(partnerId) ?? '';
+      if (version !== s.version) {
+        // A device renamed or a pseudonym key rotated: this partner's days are stale.
+        for (const [key, d] of this.#days) if (d.partnerId === partnerId) this.#days.delete(key);
+        s.size = 0;
+        s.version = version;
+      }
+      return fn(s);
+    });
     s.queue = run.catch(() => {});
     return run;
   }
