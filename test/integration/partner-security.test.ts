@@ -37,6 +37,13 @@ interface PartnerRoute {
   foreignBody?: (c: PartnerClient) => unknown;
   /** A scope north holds that is not this route's (default `audit:exchange`). */
   otherScope?: string;
+  /**
+   * What the foreign request answers (default 404). 200 for a route whose answers only ever hold the
+   * caller's own entries: what another partner has is left out, never named.
+   */
+  foreignStatus?: number;
+  /** Bytes of a body over the route's limit (default 300,000). */
+  oversizedBytes?: number;
 }
 
 const decisionBody = (c: PartnerClient) => ({
@@ -45,6 +52,10 @@ const decisionBody = (c: PartnerClient) => ({
   direction: 'entry',
   candidates: [{ ...c.plateCandidate(PLATES.anna), confidence: 0.9 }],
 });
+
+// Contract §8.4: the caller's own set over one hour; an empty set's first Negentropy message (ASCII bytes).
+const reconWindow = `from=${new Date(Date.now() - 3_600_000).toISOString()}&to=${new Date(Date.now() + 60_000).toISOString()}`;
+const reconFirstMessage = Buffer.from([0x61, 0x00, 0x00, 0x02, 0x00]).toString('latin1');
 
 const ROUTES: PartnerRoute[] = [
   {
@@ -68,6 +79,33 @@ const ROUTES: PartnerRoute[] = [
     // South's log, signed by south's real key: north can only submit its own.
     foreignBody: () => formatAddCheckpoint({ oldSize: 0, proof: [], note: southCheckpoint() }),
     rawContentType: 'text/plain; charset=utf-8',
+    otherScope: 'barrier:decide',
+    okStatus: 200,
+  },
+  {
+    // Contract §8.4: the set reconciled is always the caller's own; south's entries never enter it.
+    name: 'POST /partner/v1/journal/reconcile',
+    method: 'POST',
+    scope: 'audit:exchange',
+    path: `/partner/v1/journal/reconcile?${reconWindow}`,
+    body: () => reconFirstMessage,
+    foreignPath: `/partner/v1/journal/reconcile?${reconWindow}`,
+    foreignStatus: 200,
+    rawContentType: 'application/octet-stream',
+    otherScope: 'barrier:decide',
+    oversizedBytes: 4 * 1024 * 1024 + 1,
+    okStatus: 200,
+  },
+  {
+    // Contract §8.4: an element of south's is left out of north's answer (200, nothing about it).
+    name: 'POST /partner/v1/journal/projections',
+    method: 'POST',
+    scope: 'audit:exchange',
+    path: '/partner/v1/journal/projections',
+    body: () => ({ elements: ['00'.repeat(32)] }),
+    foreignPath: '/partner/v1/journal/projections',
+    foreignStatus: 200,
+    withUnknownField: () => ({ elements: ['00'.repeat(32)], plate: 'A123BC77' }),
     otherScope: 'barrier:decide',
     okStatus: 200,
   },
@@ -327,7 +365,7 @@ for (const route of ROUTES) {
         scope: route.scope,
         ...wire((route.foreignBody ?? route.body)(north)),
       });
-      assert.equal(res.status, 404);
+      assert.equal(res.status, route.foreignStatus ?? 404);
     });
 
     test('a missing signature: 401 invalid-signature', async () => {
@@ -385,7 +423,7 @@ for (const route of ROUTES) {
     }
 
     test('an oversized body: 413 payload-too-large', async () => {
-      const padding = 'x'.repeat(300_000);
+      const padding = 'x'.repeat(route.oversizedBytes ?? 300_000);
       const res = await send(north, {
         scope: route.scope,
         body: route.rawContentType ? padding : { padding },
