@@ -1,8 +1,10 @@
 /**
  * The initiator of a reconciliation (issue 4, contract §8.4): pins both logs (our newest checkpoint,
- * the partner's), runs Negentropy against the partner until done, asks the partner's projections of
- * the elements only it holds (ours come from our own index), classifies every difference, signs the
- * report and records the run in the journal (`journal.reconcile`, counts only).
+ * the partner's, checked with its registered log key), runs Negentropy against the partner until done,
+ * asks the partner's projections of every differing element (ours come from our own index; the
+ * partner may hold one of ours outside its window), looks up by eventId those only the partner has in
+ * the window (we may hold one outside ours), classifies every difference, signs the report and records
+ * the run in the journal (`journal.reconcile`, counts only).
  *
  *   const signed = await runReconcile({ db, store, log, peer, partner, from, to, options });
  */
