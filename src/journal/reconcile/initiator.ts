@@ -12,7 +12,7 @@
 import type { FieldCipher } from '../../crypto/field-cipher.ts';
 import type { Db } from '../../db/db.ts';
 import { Negentropy } from '../../reconcile/negentropy.ts';
-import { elementHex, type ProjectionRecord, projectionElement } from '../../reconcile/projection.ts';
+import { elementHex, type ProjectionRecord } from '../../reconcile/projection.ts';
 import { type NoteVerifier, openNote, parseCheckpoint } from '../../tlog/note.ts';
 import { uuidv7 } from '../../util/uuid.ts';
 import { type ActorType, appendJournal } from '../journal.ts';
@@ -149,9 +149,9 @@ export async function runReconcile(input: RunReconcileInput): Promise<SignedRepo
       const projector = new Projector(db, input.cipher, partner.id);
       try {
         for (const it of await projector.project(await rowsByEventId(db, partner.id, lonely, view.size))) {
-          if (view.lookup(projectionElement(it.projection))) continue; // in the window after all
+          if (view.lookup(it.element)) continue; // in the window after all
           outside.push({
-            element: elementHex(projectionElement(it.projection)),
+            element: elementHex(it.element),
             time: it.time,
             projection: it.projection,
             at: it.at,

@@ -13,11 +13,12 @@
  * `subject` — the report says so rather than hiding it.
  */
 
+import { hash } from 'node:crypto';
 import type { FieldCipher } from '../../crypto/field-cipher.ts';
 import { pseudonym } from '../../crypto/partner-keys.ts';
 import type { Queryable } from '../../db/db.ts';
 import { sql } from '../../db/sql.ts';
-import { eventTime, type Projection } from '../../reconcile/projection.ts';
+import type { Projection } from '../../reconcile/projection.ts';
 import { loadPartnerKeys } from '../../registry/partner-secrets.ts';
 import { isUuidV7 } from '../../util/uuid.ts';
 
@@ -26,6 +27,8 @@ export const PROJECTED_ACTIONS = ['barrier.decision', 'door.open.result'] as con
 
 export interface JournalProjection {
   projection: Projection;
+  /** SHA-256(JCS(projection)) (contract §8.3). */
+  element: Buffer;
   /** The eventId's time, ms (contract §8.3). */
   time: number;
   /** When smart-home recorded it (`journal.at`), ms. */
@@ -39,7 +42,8 @@ type Row = {
   action: string;
   result: string;
   subject_id: string | null;
-  at: Date;
+  /** A Date, or Unix ms as our own statements select it. */
+  at: Date | number;
   event_id: string | null;
   device: string | null;
 };
@@ -86,18 +90,23 @@ export class Projector {
     for (const r of rows) {
       if (!r.event_id || !isUuidV7(r.event_id) || !r.device) continue;
       const door = r.action === 'door.open.result';
+      const eventId = r.event_id.toLowerCase();
       const projection: Projection = {
-        eventId: r.event_id.toLowerCase(),
+        eventId,
         action: door ? 'door.open' : 'barrier.decision',
         device: r.device,
         subject: door ? await this.#subject(r.subject_id) : null,
         result: r.result,
         initiator: door ? 'smart-home' : 'partner',
       };
+      const element = elementOf(projection);
+      if (!element) continue;
       out.push({
         projection,
-        time: eventTime(projection.eventId),
-        at: new Date(r.at).getTime(),
+        element,
+        // The UUIDv7's first 48 bits (contract §8.3), from the shape isUuidV7 just checked.
+        time: Number.parseInt(eventId.slice(0, 8) + eventId.slice(9, 13), 16),
+        at: typeof r.at === 'number' ? r.at : new Date(r.at).getTime(),
         leaf: Number(r.leaf),
       });
     }
@@ -112,7 +121,22 @@ export class Projector {
   }
 }
 
-const SELECT = sql`select l.leaf_index::text as leaf, j.action, j.result, j.subject_id, j.at,
+/**
+ * {@link projectionElement} for the projections built here, without the generic canonicaliser: RFC 8785
+ * of an object of six string-or-null members is its members in code-unit order with their strings as
+ * JSON.stringify writes them (§3.2.2.2), so the bytes are the same (checked against projectionElement
+ * in source.test.ts). Undefined for a string JCS refuses (a lone surrogate): that row cannot project.
+ */
+export function elementOf(p: Projection): Buffer | undefined {
+  const { action, device, eventId, initiator, result, subject } = p;
+  if (!device.isWellFormed() || !result.isWellFormed() || (subject !== null && !subject.isWellFormed()))
+    return undefined;
+  const text = `{"action":${JSON.stringify(action)},"device":${JSON.stringify(device)},"eventId":${JSON.stringify(eventId)},"initiator":${JSON.stringify(initiator)},"result":${JSON.stringify(result)},"subject":${subject === null ? 'null' : JSON.stringify(subject)}}`;
+  return hash('sha256', text, 'buffer');
+}
+
+const SELECT = sql`select l.leaf_index::text as leaf, j.action, j.result, j.subject_id,
+    (extract(epoch from j.at) * 1000)::float8 as at,
     case when j.action = 'door.open.result' then j.details->>'commandId' else j.details->>'eventId' end as event_id,
     d.external_id as device
   from journal j join journal_leaves l on l.journal_seq = j.seq

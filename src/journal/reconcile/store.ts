@@ -14,7 +14,7 @@
 import type { FieldCipher } from '../../crypto/field-cipher.ts';
 import type { Db } from '../../db/db.ts';
 import { concatIndexes, ID_SIZE, ReconIndex, type ReconStorage } from '../../reconcile/index.ts';
-import { compareItems, projectionElement } from '../../reconcile/projection.ts';
+import { compareItems } from '../../reconcile/projection.ts';
 import { latestCheckpoint } from '../log/sequencer.ts';
 import { type JournalProjection, Projector, rowsAtLeaves, rowsRecordedIn } from './source.ts';
 
@@ -148,7 +148,7 @@ export class ReconStore {
           if (!this.#inMargin(it)) continue;
           const list = byDay.get(start) ?? [];
           if (list.length === 0) byDay.set(start, list);
-          list.push({ ...it, element: projectionElement(it.projection) });
+          list.push(it);
         }
         for (const d of mine) {
           const added = byDay.get(d.start);
@@ -168,8 +168,7 @@ export class ReconStore {
       const rows = await rowsRecordedIn(this.#o.db, partnerId, start - m, start + DAY_MS + m, size);
       const items: ReconItem[] = [];
       for (const it of await projector.project(rows)) {
-        if (it.time >= start && it.time < start + DAY_MS && this.#inMargin(it))
-          items.push({ ...it, element: projectionElement(it.projection) });
+        if (it.time >= start && it.time < start + DAY_MS && this.#inMargin(it)) items.push(it);
       }
       const day: Day = { partnerId, start, index: new ReconIndex(0), byElement: new Map(), recorded: [] };
       addToDay(day, items);
