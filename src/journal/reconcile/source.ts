@@ -13,12 +13,11 @@
  * `subject` — the report says so rather than hiding it.
  */
 
-import { hash } from 'node:crypto';
 import type { FieldCipher } from '../../crypto/field-cipher.ts';
 import { pseudonym } from '../../crypto/partner-keys.ts';
 import type { Queryable } from '../../db/db.ts';
 import { sql } from '../../db/sql.ts';
-import type { Projection } from '../../reconcile/projection.ts';
+import { type Projection, projectionElement } from '../../reconcile/projection.ts';
 import { loadPartnerKeys } from '../../registry/partner-secrets.ts';
 import { isUuidV7 } from '../../util/uuid.ts';
 
@@ -121,18 +120,13 @@ export class Projector {
   }
 }
 
-/**
- * {@link projectionElement} for the projections built here, without the generic canonicaliser: RFC 8785
- * of an object of six string-or-null members is its members in code-unit order with their strings as
- * JSON.stringify writes them (§3.2.2.2), so the bytes are the same (checked against projectionElement
- * in source.test.ts). Undefined for a string JCS refuses (a lone surrogate): that row cannot project.
- */
+/** The projection's element, or undefined for a string RFC 8785 refuses (a lone surrogate): that row cannot project. */
 export function elementOf(p: Projection): Buffer | undefined {
-  const { action, device, eventId, initiator, result, subject } = p;
-  if (!device.isWellFormed() || !result.isWellFormed() || (subject !== null && !subject.isWellFormed()))
+  try {
+    return projectionElement(p);
+  } catch {
     return undefined;
-  const text = `{"action":${JSON.stringify(action)},"device":${JSON.stringify(device)},"eventId":${JSON.stringify(eventId)},"initiator":${JSON.stringify(initiator)},"result":${JSON.stringify(result)},"subject":${subject === null ? 'null' : JSON.stringify(subject)}}`;
-  return hash('sha256', text, 'buffer');
+  }
 }
 
 const SELECT = sql`select l.leaf_index::text as leaf, j.action, j.result, j.subject_id,
