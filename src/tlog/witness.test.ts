@@ -1,14 +1,7 @@
 import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
 import { describe, test } from 'node:test';
-import {
-  consistencyNodes,
-  consistencyProof,
-  leafHash,
-  nodeHash,
-  nodeKey,
-  rootOfLeafHashes,
-} from './merkle.ts';
+import { consistencyProof, leafHash, nodeHash, nodeKey, rootOfLeafHashes } from './merkle.ts';
 import { cosigner, formatCheckpoint, noteSigner, openNote, signNote } from './note.ts';
 import {
   formatAddCheckpoint,
