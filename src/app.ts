@@ -3,7 +3,7 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import type { JWK } from 'jose';
 import { apiDocs, registerOpenApi } from './admin-api/openapi.ts';
 import { adminApi } from './admin-api/plugin.ts';
-import { createPublicApiVerifier, peopleDpopNonceSecret } from './api-auth/from-config.ts';
+import { createPublicApiVerifier } from './api-auth/from-config.ts';
 import { apiAuth } from './api-auth/hook.ts';
 import { barrierRoutes } from './barrier/decision-route.ts';
 import type { Config } from './config/config.ts';
@@ -249,7 +249,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     replayCache: deps.replayCache,
     publicUrl: identity.issuer,
     embedded: { issuer: identity.issuer, jwks: identity.jwks },
-    dpopNonceSecret: await peopleDpopNonceSecret(config),
+    dpopNonceSecret: identity.dpopNonceSecret,
   });
   // The operator API (src/admin-api/): the access-token check of src/api-auth/ with the operator role
   // goes first in this context and sets req.principal; the plugin also refuses any request without an

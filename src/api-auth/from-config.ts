@@ -1,5 +1,4 @@
 import { readFileSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
 import type { JSONWebKeySet, JWTVerifyGetKey } from 'jose';
 import type { Config } from '../config/config.ts';
 import type { Db } from '../db/db.ts';
@@ -25,27 +24,6 @@ export type PublicApiVerifierDeps = {
   /** Every DPoP proof must carry a server nonce (mirror the AS's `requireNonce`). */
   requireDpopNonce?: boolean;
 };
-
-/**
- * The DPoP nonce secret of the embedded authorization server, read by the same rules as src/identity
- * (`SMART_HOME_DPOP_NONCE_SECRET`; outside production, the generated identity secrets file), so the API
- * and the authorization server derive the same nonces (RFC 9449 §8–9) — on every instance, since the
- * value comes from configuration. Call it after `createIdentity`, which has already refused a missing
- * or malformed secret.
- */
-export async function peopleDpopNonceSecret(config: Config): Promise<Buffer> {
-  let value = config.identity.dpopNonceSecret;
-  if (!value && config.env !== 'production') {
-    const file = JSON.parse(await readFile(config.identity.secretsFile, 'utf8')) as {
-      dpopNonceSecret?: unknown;
-    };
-    if (typeof file.dpopNonceSecret === 'string') value = file.dpopNonceSecret;
-  }
-  const secret = Buffer.from(value ?? '', 'base64url');
-  if (secret.length !== 32)
-    throw new TypeError('the DPoP nonce secret must be base64url of exactly 32 bytes');
-  return secret;
-}
 
 /**
  * The one access-token verifier of the public API, from configuration: the external IdP when

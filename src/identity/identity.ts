@@ -37,6 +37,11 @@ export type Identity = {
   /** The public signing keys of those tokens (served at /oauth/jwks), for the resource-server check. */
   jwks: { keys: JWK[] };
   authorizationServer: PeopleAuthorizationServer;
+  /**
+   * The DPoP nonce secret of the token endpoint (configuration, the same on every instance): the API's
+   * access-token check derives its nonces from it too, so a nonce from either side is good at both.
+   */
+  dpopNonceSecret: Buffer;
   /** Registers /oauth/* (provider), /.well-known/* discovery and the sign-in pages on the public listener. */
   mount(app: FastifyInstance): Promise<void>;
   /** Housekeeping: expired provider state, sign-in codes, stale failure and send counters. */
@@ -217,6 +222,7 @@ export async function createIdentity(deps: {
     issuer,
     jwks: authorizationServer.jwks,
     authorizationServer,
+    dpopNonceSecret: secrets.dpopNonceSecret,
     async mount(app) {
       authorizationServer.mount(app);
       await app.register(
