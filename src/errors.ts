@@ -1,7 +1,8 @@
 /**
  * The error catalogue: one stable code per failure, its HTTP status and a fixed title. Bodies are RFC
  * 9457 problem details with `type: urn:smart-home:problem:<code>` (contract §4). Details never name a
- * resident, a plate or another partner; 5xx bodies expose nothing at all.
+ * resident, a plate or another partner; 5xx bodies expose nothing, except `partner-unavailable`'s account
+ * of a partner's failure (operators only).
  */
 export const PROBLEMS = {
   'invalid-request': { status: 400, title: 'The request is not valid' },
@@ -25,6 +26,9 @@ export const PROBLEMS = {
   'stale-event': { status: 422, title: 'The event time is outside the accepted window' },
   'rate-limited': { status: 429, title: 'Too many requests' },
   internal: { status: 500, title: 'Internal error' },
+  // Operator-facing: a call smart-home made to a partner failed; the detail says how (it names the
+  // partner's fault, never smart-home's internals), unlike every other 5xx.
+  'partner-unavailable': { status: 502, title: 'The partner did not answer as required' },
   unavailable: { status: 503, title: 'Service unavailable' },
 } as const;
 
@@ -66,7 +70,7 @@ export function problemBody(
     type: `urn:smart-home:problem:${code}`,
     title: p.title,
     status: p.status,
-    ...(detail && p.status < 500 ? { detail } : {}),
+    ...(detail && (p.status < 500 || code === 'partner-unavailable') ? { detail } : {}),
     ...(requestId ? { instance: requestId } : {}),
   };
 }

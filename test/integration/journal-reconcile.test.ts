@@ -328,8 +328,11 @@ describe('journal reconcile against the intercom simulator (contract §8.4 over 
   });
 });
 
+// The operator stays signed in for the whole file (a TOTP code counts once): the failure test at the end uses it too.
+let op: ResidentApp | undefined;
+after(() => op?.close());
+
 describe('POST /admin/v1/journal/reconcile', () => {
-  let op: ResidentApp;
   before(async () => {
     op = new ResidentApp({
       issuer: h.publicUrl,
@@ -340,12 +343,11 @@ describe('POST /admin/v1/journal/reconcile', () => {
     });
     await op.signInOperator('duty.ops', OP_PASSWORD, totpSecret);
   });
-  after(() => op?.close());
 
   test('an operator runs it and receives the signed report; the run is journaled under the operator', async (t) => {
     t.after(() => sim.journal.clearSwitches());
     sim.journal.drop(opened[5]!.eventId);
-    const res = await op.admin<SignedReport>('POST', '/journal/reconcile', {
+    const res = await op!.admin<SignedReport>('POST', '/journal/reconcile', {
       partner: 'intercom-north',
       from: new Date(from).toISOString(),
       to: new Date(to).toISOString(),
@@ -365,12 +367,12 @@ describe('POST /admin/v1/journal/reconcile', () => {
       from: new Date(from).toISOString(),
       to: new Date(to).toISOString(),
     };
-    assert.equal((await op.admin('POST', '/journal/reconcile', { ...body, partner: 'nobody' })).status, 404);
+    assert.equal((await op!.admin('POST', '/journal/reconcile', { ...body, partner: 'nobody' })).status, 404);
     assert.equal(
-      (await op.admin('POST', '/journal/reconcile', { ...body, from: body.to, to: body.from })).status,
+      (await op!.admin('POST', '/journal/reconcile', { ...body, from: body.to, to: body.from })).status,
       400,
     );
-    assert.equal((await op.admin('POST', '/journal/reconcile', { ...body, extra: true })).status, 400);
+    assert.equal((await op!.admin('POST', '/journal/reconcile', { ...body, extra: true })).status, 400);
   });
 });
 
@@ -433,5 +435,16 @@ describe('a partner that does not answer', () => {
     assert.equal(row!.result, 'failed');
     assert.match(String(row!.details['error']), /^ERR_OUTBOUND/);
     assert.equal(row!.details['rounds'], 0);
+  });
+
+  test('an operator asking then gets 502 partner-unavailable, with what went wrong', async () => {
+    const res = await op!.admin<Record<string, unknown>>('POST', '/journal/reconcile', {
+      partner: 'intercom-north',
+      from: new Date(from).toISOString(),
+      to: new Date(to).toISOString(),
+    });
+    assert.equal(res.status, 502, JSON.stringify(res.body));
+    assert.equal(res.body['type'], 'urn:smart-home:problem:partner-unavailable');
+    assert.equal(typeof res.body['detail'], 'string');
   });
 });

@@ -62,6 +62,7 @@ export function reconcileAdminRoutes(deps: { reconciler: () => Reconciler | unde
             401: Problem,
             403: Problem,
             404: Problem,
+            502: Problem,
             503: Problem,
           },
         },
@@ -95,7 +96,7 @@ export function reconcileAdminRoutes(deps: { reconciler: () => Reconciler | unde
               { err: { name: err.name, code: err.code, message: err.message } },
               'reconciliation failed',
             );
-            throw new AppError('unavailable', err.message);
+            throw new AppError('partner-unavailable', err.message);
           }
           throw err;
         }
