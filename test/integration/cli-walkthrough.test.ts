@@ -37,8 +37,13 @@ before(async () => {
   await run('cp', ['-r', path.resolve('examples'), dir]);
 });
 after(async () => {
-  server?.kill('SIGTERM');
-  await rm(dir, { recursive: true, force: true });
+  // The server still writes its embedded database while it shuts down: wait for it to exit first.
+  if (server && server.exitCode === null && server.signalCode === null) {
+    const exited = new Promise((resolve) => server!.once('exit', resolve));
+    server.kill('SIGTERM');
+    await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 10_000))]);
+  }
+  await rm(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 200 });
 });
 
 test('onboarding, provisioning, key ceremony and a camera read, through the CLIs only', async () => {
