@@ -84,8 +84,9 @@ test('a repeated token is served from the cache; another token, or one changed i
   await v.authenticate(bearer(await mint(id)));
   assert.equal(keyLookups, 2, 'a different token of the same resident is checked');
 
-  const last = token.at(-1) === 'A' ? 'B' : 'A';
-  const tampered = token.slice(0, -1) + last;
+  // A character inside the signature (the last one may only carry padding bits, which decode alike).
+  const at = token.length - 10;
+  const tampered = token.slice(0, at) + (token[at] === 'A' ? 'B' : 'A') + token.slice(at + 1);
   await assert.rejects(v.authenticate(bearer(tampered)), ApiAuthError);
   assert.equal(keyLookups, 3);
 });
