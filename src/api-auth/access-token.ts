@@ -18,7 +18,7 @@ import type { Db } from '../db/db.ts';
 import { sql } from '../db/sql.ts';
 import { checkAsymmetricAlgorithms, type DpopOptions, verifyDpopProof } from './dpop.ts';
 import { ApiAuthError, type ChallengeOptions, challenge, invalidToken } from './errors.ts';
-import { API_AUDIENCE, type Principal, ROLE_CLAIM, type Role } from './principal.ts';
+import { API_AUDIENCE, GRANT_CLAIM, type Principal, ROLE_CLAIM, type Role } from './principal.ts';
 
 /** How an external IdP's tokens name the caller (Keycloak's defaults shown). */
 export type ClaimsMapping = {
@@ -110,6 +110,8 @@ export type VerifiedApiToken = {
   jkt: string | undefined;
   exp: number;
   jti: string;
+  /** The embedded AS's grant (`gid`): a revoked grant's tokens are refused at once. */
+  grantId: string | undefined;
 };
 
 /** The parts of an HTTP request the check reads. */
@@ -286,6 +288,9 @@ export function createApiTokenVerifier(opts: ApiTokenVerifierOptions): ApiTokenV
       if (typeof c['jkt'] !== 'string' || !JKT.test(c['jkt'])) throw invalidToken('claim:cnf.jkt');
       jkt = c['jkt'];
     }
+    const gid = kind === 'embedded' ? payload[GRANT_CLAIM] : undefined;
+    if (gid !== undefined && (typeof gid !== 'string' || gid.length === 0 || gid.length > 255))
+      throw invalidToken(`claim:${GRANT_CLAIM}`);
     return {
       role: roleOf(payload),
       subject: subjectRaw,
@@ -294,13 +299,22 @@ export function createApiTokenVerifier(opts: ApiTokenVerifierOptions): ApiTokenV
       jkt,
       exp: payload['exp'] as number,
       jti,
+      grantId: gid,
     };
   }
+
+  const revoked = () => invalidToken('grant:revoked', 'the sign-in this access token belongs to was revoked');
 
   async function principalOf(t: VerifiedApiToken): Promise<Principal> {
     if (t.role === 'operator') {
       if (opts.operatorActive && !(await opts.operatorActive(t.subject)))
         throw invalidToken('subject:operator-inactive', 'the access token names no active operator');
+      if (t.grantId !== undefined && opts.db) {
+        const r = await opts.db.one(
+          sql`select 1 as r from revoked_grants where grant_id = ${t.grantId}`.named('api_grant_revoked'),
+        );
+        if (r) throw revoked();
+      }
       return {
         kind: 'operator',
         operatorId: t.subject,
@@ -314,9 +328,13 @@ export function createApiTokenVerifier(opts: ApiTokenVerifierOptions): ApiTokenV
       // A non-UUID subject cannot be a resident id (and must not reach a uuid cast).
       if (!UUID.test(t.subject)) throw invalidToken('subject:format');
       // Prepared once per connection: every resident API request runs it.
-      row = await opts.db.one<{ id: string }>(
-        sql`select id from residents where id = ${t.subject}`.named('api_resident_by_id'),
+      // One round trip: the resident, and whether the token's grant was revoked.
+      const found = await opts.db.one<{ id: string; revoked: boolean }>(
+        sql`select r.id, exists (select 1 from revoked_grants g where g.grant_id = ${t.grantId ?? ''}) as revoked
+          from residents r where r.id = ${t.subject}`.named('api_resident_by_id_v2'),
       );
+      if (found?.revoked) throw revoked();
+      row = found;
     } else {
       row = await opts.db.one<{ id: string }>(
         sql`select id from residents where external_subject = ${t.subject}`.named('api_resident_by_subject'),

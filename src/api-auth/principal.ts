@@ -29,6 +29,8 @@ export const API_AUDIENCE = 'urn:smart-home:api';
 
 /** The claim naming the caller's role in access tokens of the embedded authorization server. */
 export const ROLE_CLAIM = 'role';
+/** The grant an access token of the embedded AS belongs to (checked against revoked grants on every request). */
+export const GRANT_CLAIM = 'gid';
 export type Role = 'resident' | 'operator';
 
 declare module 'fastify' {

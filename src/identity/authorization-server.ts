@@ -9,7 +9,7 @@ import Provider, {
   interactionPolicy,
   type KoaContextWithOIDC,
 } from 'oidc-provider';
-import { API_AUDIENCE, ROLE_CLAIM, type Role } from '../api-auth/principal.ts';
+import { API_AUDIENCE, GRANT_CLAIM, ROLE_CLAIM, type Role } from '../api-auth/principal.ts';
 import type { Db } from '../db/db.ts';
 import { sql } from '../db/sql.ts';
 import type { OAuthClientSpec } from './clients.ts';
@@ -97,7 +97,10 @@ export function createPeopleAuthorizationServer(
   const { ttl } = opts;
   if (ttl.authorizationCodeSeconds > 60) throw new TypeError('authorization codes live at most 60 s');
   const roles = new Map(opts.clients.map((c) => [c.clientId, c.role] as const));
-  const storage = createPgAdapterFactory(opts.db);
+  // A revoked grant is remembered while any of its access tokens could still be valid (+ clock leeway).
+  const storage = createPgAdapterFactory(opts.db, {
+    revokedGrantRetentionSeconds: opts.ttl.accessTokenSeconds + 300,
+  });
   // Clients are static configuration: never looked up in, nor written to, the database.
   const noClients: Adapter = {
     find: async () => undefined,
@@ -172,7 +175,11 @@ export function createPeopleAuthorizationServer(
     },
     extraTokenClaims: async (_ctx, token) => {
       const role = roles.get(token.clientId ?? '');
-      return role ? { [ROLE_CLAIM]: role } : undefined;
+      // `gid`: the grant, so the API can refuse the token at once when the grant is revoked.
+      const grantId = (token as { grantId?: unknown }).grantId;
+      return role
+        ? { [ROLE_CLAIM]: role, ...(typeof grantId === 'string' ? { [GRANT_CLAIM]: grantId } : {}) }
+        : undefined;
     },
     // An error the provider cannot send back to the client (bad client or redirect URI): a plain page
     // naming the OAuth error only; the request's own values are not echoed.

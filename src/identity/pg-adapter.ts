@@ -1,5 +1,5 @@
 import { type Adapter, type AdapterPayload, errors } from 'oidc-provider';
-import type { Db } from '../db/db.ts';
+import type { Db, Queryable } from '../db/db.ts';
 import { sql } from '../db/sql.ts';
 
 /**
@@ -22,16 +22,35 @@ type Row = { payload: AdapterPayload; consumed_at: Date | string | null };
  * provider checks expiry too, but a row past `expires_at` is gone as far as it can tell) and are purged
  * by `purgeExpiredOidcModels`.
  */
-export function createPgAdapterFactory(db: Db): (name: string) => Adapter {
-  return (model) => new PgAdapter(db, model);
+export function createPgAdapterFactory(
+  db: Db,
+  opts: { revokedGrantRetentionSeconds: number },
+): (name: string) => Adapter {
+  return (model) => new PgAdapter(db, model, opts.revokedGrantRetentionSeconds);
+}
+
+/**
+ * Remembers a revoked grant so the API refuses its access tokens at once (they are self-contained
+ * JWTs, valid until exp otherwise), for as long as any of them could still be valid.
+ */
+export async function recordRevokedGrant(
+  db: Queryable,
+  grantId: string,
+  retentionSeconds: number,
+): Promise<void> {
+  await db.query(sql`insert into revoked_grants (grant_id, expires_at)
+    values (${grantId}, now() + make_interval(secs => ${retentionSeconds}::int))
+    on conflict (grant_id) do update set expires_at = greatest(revoked_grants.expires_at, excluded.expires_at)`);
 }
 
 class PgAdapter implements Adapter {
   readonly #db: Db;
   readonly #model: string;
-  constructor(db: Db, model: string) {
+  readonly #retention: number;
+  constructor(db: Db, model: string, retention: number) {
     this.#db = db;
     this.#model = model;
+    this.#retention = retention;
   }
 
   async upsert(id: string, payload: AdapterPayload, expiresIn: number): Promise<void> {
@@ -79,7 +98,7 @@ class PgAdapter implements Adapter {
     const row = await this.#db.one<{ grant_id: string | null }>(
       sql`select grant_id from oidc_models where model = ${this.#model} and id = ${id}`,
     );
-    if (row?.grant_id) await revokeGrantEverywhere(this.#db, row.grant_id);
+    if (row?.grant_id) await revokeGrantEverywhere(this.#db, row.grant_id, this.#retention);
     throw new errors.InvalidGrant('the credential was already used');
   }
 
@@ -88,7 +107,10 @@ class PgAdapter implements Adapter {
   }
 
   async revokeByGrantId(grantId: string): Promise<void> {
-    await this.#db.query(sql`delete from oidc_models where model = ${this.#model} and grant_id = ${grantId}`);
+    await this.#db.transaction(async (tx) => {
+      await tx.query(sql`delete from oidc_models where model = ${this.#model} and grant_id = ${grantId}`);
+      await recordRevokedGrant(tx, grantId, this.#retention);
+    });
   }
 
   #read(row: Row | undefined): AdapterPayload | undefined {
@@ -102,9 +124,16 @@ class PgAdapter implements Adapter {
 }
 
 /** Every token, code and session binding of a grant, and the grant itself. */
-export async function revokeGrantEverywhere(db: Db, grantId: string): Promise<void> {
-  await db.query(sql`delete from oidc_models
-    where grant_id = ${grantId} or (model = 'Grant' and id = ${grantId})`);
+export async function revokeGrantEverywhere(
+  db: Db,
+  grantId: string,
+  retentionSeconds: number,
+): Promise<void> {
+  await db.transaction(async (tx) => {
+    await tx.query(sql`delete from oidc_models
+      where grant_id = ${grantId} or (model = 'Grant' and id = ${grantId})`);
+    await recordRevokedGrant(tx, grantId, retentionSeconds);
+  });
 }
 
 /**
@@ -116,6 +145,7 @@ export async function purgeExpiredOidcModels(db: Db, failureWindowSeconds: numbe
       delete from oidc_models where expires_at is not null and expires_at <= now() returning 1)
     select count(*)::int as n from d`);
   await db.query(sql`delete from sign_in_codes where expires_at <= now()`);
+  await db.query(sql`delete from revoked_grants where expires_at <= now()`);
   await db.query(sql`delete from sign_in_lockouts
     where (locked_until is null or locked_until <= now()) and updated_at < now() - make_interval(secs => ${failureWindowSeconds}::int)`);
   return rows[0]?.n ?? 0;

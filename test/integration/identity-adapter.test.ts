@@ -21,7 +21,7 @@ before(async () => {
 });
 after(() => db?.close());
 
-const adapter = (model: string) => createPgAdapterFactory(db)(model);
+const adapter = (model: string) => createPgAdapterFactory(db, { revokedGrantRetentionSeconds: 900 })(model);
 
 test('consume is atomic: of 20 concurrent uses of a refresh token exactly one wins, and the losers revoke its grant', async () => {
   const rt = adapter('RefreshToken');

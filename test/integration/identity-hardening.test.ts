@@ -462,8 +462,8 @@ describe('codes and refresh tokens: single use across instances, lifetimes', () 
   test('two instances consuming the same code or refresh token: exactly one wins, every time', async () => {
     const other = await secondInstanceDb();
     try {
-      const a = createPgAdapterFactory(db);
-      const b = createPgAdapterFactory(other);
+      const a = createPgAdapterFactory(db, { revokedGrantRetentionSeconds: 900 });
+      const b = createPgAdapterFactory(other, { revokedGrantRetentionSeconds: 900 });
       for (const model of ['AuthorizationCode', 'RefreshToken']) {
         for (let round = 0; round < 10; round++) {
           const id = randomBytes(32).toString('base64url');

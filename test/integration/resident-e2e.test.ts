@@ -416,10 +416,13 @@ describe('refresh', () => {
 
     await assert.rejects(app.refresh(rt1), (e: { error?: string }) => e.error === 'invalid_grant');
     await assert.rejects(app.refresh(rt2), (e: { error?: string }) => e.error === 'invalid_grant');
-    // Access tokens are self-contained JWTs (RFC 9068) checked without a grant lookup: the one in hand
-    // ends at its exp (SMART_HOME_PEOPLE_ACCESS_TOKEN_TTL_S, 10 min) — the design's choice, stated in
-    // docs/residents-and-operators.md; what the revocation stops is every further token.
-    assert.equal((await app.api('GET', '/me')).status, 200);
+    // The access token in hand (a self-contained JWT, RFC 9068) names its grant (`gid`): the API refuses
+    // it at once, not at its exp.
+    assertProblem(await app.api('GET', '/me'), 401, 'invalid-token');
+    // Only that grant: the other residents signed in by earlier tests are untouched.
+    const others = apps.filter((a) => a !== app && a.tokens !== undefined);
+    assert.ok(others.length > 0);
+    for (const o of others) assert.notEqual((await o.api('GET', '/me')).status, 401);
   });
 });
 
