@@ -6,50 +6,31 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { promisify } from 'node:util';
 import { loadConfig } from '../../src/config/config.ts';
-import { migrate } from '../../src/db/migrate.ts';
-import { openPgliteDb } from '../../src/db/pglite-db.ts';
 import { appendJournal } from '../../src/journal/journal.ts';
 import { integrateAll } from '../../src/journal/log/sequencer.ts';
 import { ensureDevelopmentMaterial, loadJournalLog } from '../../src/server.ts';
+import { smartHomeCli, withDataDb } from '../support/cli.ts';
 
 // The CLI on the embedded database of a data directory (PGlite), the way an operator runs it.
-const run = promisify(execFile);
+const _run = promisify(execFile);
 let dir: string;
-const env = () => ({
+const _env = () => ({
   ...process.env,
   NODE_ENV: 'development',
   SMART_HOME_DATA_DIR: dir,
   DATABASE_URL: '',
   LOG_LEVEL: 'warn',
 });
-const smartHome = (...args: string[]) =>
-  run(process.execPath, [path.resolve('src/cli.ts'), ...args], { env: env(), timeout: 60_000 }).then(
-    (r) => ({ code: 0, ...r }),
-    (e: { code: number; stdout: string; stderr: string }) => ({
-      code: e.code,
-      stdout: e.stdout,
-      stderr: e.stderr,
-    }),
-  );
+const smartHome = smartHomeCli(() => dir);
 
 /** Work on the data directory's database in this process (the CLI must not run meanwhile). */
-async function withDataDb(fn: (db: Awaited<ReturnType<typeof openPgliteDb>>) => Promise<void>) {
-  const config = loadConfig({ SMART_HOME_DATA_DIR: dir });
-  const db = await openPgliteDb(config.database.pgliteDir);
-  try {
-    await migrate(db);
-    await fn(db);
-  } finally {
-    await db.close();
-  }
-}
 
 before(async () => {
   dir = await mkdtemp(path.join(tmpdir(), 'smart-home-journal-cli-'));
   const config = loadConfig({ SMART_HOME_DATA_DIR: dir });
   await ensureDevelopmentMaterial(config);
   const log = await loadJournalLog(config);
-  await withDataDb(async (db) => {
+  await withDataDb(dir, async (db) => {
     await db.transaction(async (tx) => {
       for (let i = 0; i < 300; i++)
         await appendJournal(tx, { actorType: 'system', action: 'test.cli', result: 'ok', details: { i } });
@@ -81,7 +62,7 @@ test('journal verify: exit 0 and a one-line verdict, progress on stderr', async 
 });
 
 test('journal verify after a superuser edit: exit 1, the problem named, FAILED verdict', async () => {
-  await withDataDb(async (db) => {
+  await withDataDb(dir, async (db) => {
     await db.transaction(async (tx) => {
       await tx.exec(`set local session_replication_role = replica;
         update journal set result = 'denied' where seq = (select journal_seq from journal_leaves where leaf_index = 42)`);

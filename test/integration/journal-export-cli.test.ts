@@ -12,32 +12,16 @@ import { appendJournal } from '../../src/journal/journal.ts';
 import { integrateAll } from '../../src/journal/log/sequencer.ts';
 import { ensureDevelopmentMaterial, loadJournalLog } from '../../src/server.ts';
 import { uuidv7 } from '../../src/util/uuid.ts';
+import { smartHomeCli } from '../support/cli.ts';
 
 // `smart-home journal export` on the embedded database of a data directory, as an operator runs it.
-const run = promisify(execFile);
+const _run = promisify(execFile);
 let dir: string;
 let outDir: string;
 const NORTH = '0193a000-0000-7000-8000-00000000000a';
 const GATE = '0193a000-0000-7000-8000-0000000000d1';
 const EVENTS = [uuidv7(), uuidv7()];
-const smartHome = (...args: string[]) =>
-  run(process.execPath, [path.resolve('src/cli.ts'), ...args], {
-    env: {
-      ...process.env,
-      NODE_ENV: 'development',
-      SMART_HOME_DATA_DIR: dir,
-      DATABASE_URL: '',
-      LOG_LEVEL: 'warn',
-    },
-    timeout: 60_000,
-  }).then(
-    (r) => ({ code: 0, ...r }),
-    (e: { code: number; stdout: string; stderr: string }) => ({
-      code: e.code,
-      stdout: e.stdout,
-      stderr: e.stderr,
-    }),
-  );
+const smartHome = smartHomeCli(() => dir, { cwd: () => dir });
 
 before(async () => {
   dir = await mkdtemp(path.join(tmpdir(), 'smart-home-export-cli-'));

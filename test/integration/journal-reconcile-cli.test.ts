@@ -25,8 +25,9 @@ import { doorOpenProjection, type Projection } from '../../src/reconcile/project
 import { outboundDoorOpener } from '../../src/resident-api/door-opener.ts';
 import { createResidentService } from '../../src/resident-api/service.ts';
 import { loadJournalLog } from '../../src/server.ts';
+import { smartHomeCli } from '../support/cli.ts';
 
-const run = promisify(execFile);
+const _run = promisify(execFile);
 let h: LocalStack;
 let sim: IntercomSimulator;
 let dataDir: string;
@@ -34,25 +35,7 @@ const opened: Projection[] = [];
 let from: string;
 let to: string;
 
-const smartHome = (...args: string[]) =>
-  run(process.execPath, [path.resolve('src/cli.ts'), ...args], {
-    cwd: dataDir,
-    env: {
-      ...process.env,
-      NODE_ENV: 'test',
-      SMART_HOME_DATA_DIR: dataDir,
-      DATABASE_URL: '',
-      LOG_LEVEL: 'warn',
-    },
-    timeout: 120_000,
-  }).then(
-    (r) => ({ code: 0, ...r }),
-    (e: { code: number; stdout: string; stderr: string }) => ({
-      code: e.code,
-      stdout: e.stdout,
-      stderr: e.stderr,
-    }),
-  );
+const smartHome = smartHomeCli(() => dataDir, { cwd: () => dataDir, nodeEnv: 'test', timeoutMs: 120_000 });
 
 before(async () => {
   // The configured database: PGlite in the data directory, which the CLI opens once the stack is closed.

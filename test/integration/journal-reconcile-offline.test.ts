@@ -22,28 +22,11 @@ import {
 } from '../../src/reconcile/projection.ts';
 import { ensureDevelopmentMaterial, loadJournalLog } from '../../src/server.ts';
 import { uuidv7 } from '../../src/util/uuid.ts';
+import { smartHomeCli } from '../support/cli.ts';
 
-const run = promisify(execFile);
+const _run = promisify(execFile);
 let dir: string;
-const smartHome = (...args: string[]) =>
-  run(process.execPath, [path.resolve('src/cli.ts'), ...args], {
-    cwd: dir,
-    env: {
-      ...process.env,
-      NODE_ENV: 'development',
-      SMART_HOME_DATA_DIR: dir,
-      DATABASE_URL: '',
-      LOG_LEVEL: 'warn',
-    },
-    timeout: 60_000,
-  }).then(
-    (r) => ({ code: 0, ...r }),
-    (e: { code: number; stdout: string; stderr: string }) => ({
-      code: e.code,
-      stdout: e.stdout,
-      stderr: e.stderr,
-    }),
-  );
+const smartHome = smartHomeCli(() => dir, { cwd: () => dir });
 
 const record = (p: Projection, atShift = 0) =>
   JSON.stringify({

@@ -13,8 +13,6 @@ import { after, before, test } from 'node:test';
 import { promisify } from 'node:util';
 import { loadConfig } from '../../src/config/config.ts';
 import type { Db } from '../../src/db/db.ts';
-import { migrate } from '../../src/db/migrate.ts';
-import { openPgliteDb } from '../../src/db/pglite-db.ts';
 import { sql } from '../../src/db/sql.ts';
 import { appendJournal } from '../../src/journal/journal.ts';
 import { integrateAll, latestCheckpoint } from '../../src/journal/log/sequencer.ts';
@@ -26,36 +24,18 @@ import {
   SIG_ED25519,
   signatureLine,
 } from '../../src/tlog/note.ts';
+import { smartHomeCli, withDataDb } from '../support/cli.ts';
 
-const run = promisify(execFile);
+const _run = promisify(execFile);
 let dir: string;
-const env = () => ({
+const _env = () => ({
   ...process.env,
   NODE_ENV: 'development',
   SMART_HOME_DATA_DIR: dir,
   DATABASE_URL: '',
   LOG_LEVEL: 'warn',
 });
-const smartHome = (...args: string[]) =>
-  run(process.execPath, [path.resolve('src/cli.ts'), ...args], { env: env(), timeout: 60_000 }).then(
-    (r) => ({ code: 0, ...r }),
-    (e: { code: number; stdout: string; stderr: string }) => ({
-      code: e.code,
-      stdout: e.stdout,
-      stderr: e.stderr,
-    }),
-  );
-
-async function withDataDb(fn: (db: Db) => Promise<void>) {
-  const config = loadConfig({ SMART_HOME_DATA_DIR: dir });
-  const db = await openPgliteDb(config.database.pgliteDir);
-  try {
-    await migrate(db);
-    await fn(db);
-  } finally {
-    await db.close();
-  }
-}
+const smartHome = smartHomeCli(() => dir);
 
 /** A partner registered with a witness key that cosigned our newest checkpoint (`good` or not). */
 async function cosignedBy(db: Db, code: string, good: boolean) {
@@ -76,7 +56,7 @@ before(async () => {
   const config = loadConfig({ SMART_HOME_DATA_DIR: dir });
   await ensureDevelopmentMaterial(config);
   const log = await loadJournalLog(config);
-  await withDataDb(async (db) => {
+  await withDataDb(dir, async (db) => {
     for (let i = 0; i < 20; i++)
       await appendJournal(db, { actorType: 'system', action: 'test.cli', result: 'ok' });
     await integrateAll(db, log, 1000);
@@ -110,7 +90,7 @@ test('journal verify checks each partner’s newest cosignature with its registe
     /^journal verified: 20 entries, 1 signed checkpoints, 0 anchors, 1 witness cosignatures /,
   );
 
-  await withDataDb((db) => cosignedBy(db, 'intercom-bad', false));
+  await withDataDb(dir, (db) => cosignedBy(db, 'intercom-bad', false));
   const bad = await smartHome('journal', 'verify');
   assert.equal(bad.code, 1);
   assert.match(bad.stderr, /witness intercom-bad: no valid cosignature by intercom-bad\.example\/witness/);
