@@ -6,7 +6,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import * as oidc from 'openid-client';
-import { Agent, request, fetch as undiciFetch } from 'undici';
+import { Agent, fetch as undiciFetch } from 'undici';
+import { Browser, csrfOf } from '../../simulator/resident-app.ts';
 import { ConfigError, loadConfig } from '../../src/config/config.ts';
 import type { Db } from '../../src/db/db.ts';
 import { openPgDb } from '../../src/db/pg-db.ts';
@@ -72,46 +73,6 @@ async function discover(clientId: string, secret?: string) {
   );
 }
 
-/** A browser without JavaScript: follows nothing by itself, keeps cookies. */
-class Browser {
-  readonly jar = new Map<string, string>();
-  readonly lang: string;
-  constructor(lang = 'en') {
-    this.lang = lang;
-  }
-  async go(url: string, form?: Record<string, string>) {
-    const res = await request(new URL(url, issuer), {
-      method: form ? 'POST' : 'GET',
-      dispatcher: agent,
-      headers: {
-        cookie: [...this.jar].map(([k, v]) => `${k}=${v}`).join('; '),
-        'accept-language': this.lang,
-        ...(form ? { 'content-type': 'application/x-www-form-urlencoded' } : {}),
-      },
-      ...(form ? { body: new URLSearchParams(form).toString() } : {}),
-    });
-    const setCookie = res.headers['set-cookie'];
-    for (const c of Array.isArray(setCookie) ? setCookie : setCookie ? [setCookie] : []) {
-      const [pair = ''] = c.split(';');
-      const eq = pair.indexOf('=');
-      if (pair.slice(eq + 1) === '' || /expires=Thu, 01 Jan 1970/i.test(c))
-        this.jar.delete(pair.slice(0, eq));
-      else this.jar.set(pair.slice(0, eq), pair.slice(eq + 1));
-    }
-    return {
-      status: res.statusCode,
-      body: await res.body.text(),
-      location: res.headers.location as string | undefined,
-    };
-  }
-}
-
-function csrfOf(html: string): string {
-  const m = /name="csrf" value="([^"]+)"/.exec(html);
-  assert.ok(m, 'the page carries a CSRF token');
-  return m[1]!;
-}
-
 /** Codes the console sender prints, collected while `fn` runs. */
 async function collectCodes<T>(fn: () => Promise<T>): Promise<{ result: T; codes: string[] }> {
   const codes: string[] = [];
@@ -140,7 +101,7 @@ async function authorizationUrl(config: oidc.Configuration) {
 /** A resident sign-in opened to its phone page. */
 async function openResidentSignIn(lang = 'en') {
   const { url } = await authorizationUrl(await discover('web-app'));
-  const browser = new Browser(lang);
+  const browser = new Browser(issuer, agent, lang);
   const interaction = (await browser.go(url.href)).location!;
   const page = await browser.go(interaction);
   assert.match(page.body, /name="phone"/);
@@ -153,7 +114,7 @@ const askCode = (s: Awaited<ReturnType<typeof openResidentSignIn>>, phone: strin
 /** The whole resident sign-in: authorization request, phone, code, the redirect back (with the code). */
 async function residentSignIn(config: oidc.Configuration) {
   const { url, verifier, state } = await authorizationUrl(config);
-  const browser = new Browser();
+  const browser = new Browser(issuer, agent);
   const interaction = (await browser.go(url.href)).location!;
   const phonePage = await browser.go(interaction);
   const { result: codePage, codes } = await collectCodes(() =>
@@ -547,7 +508,7 @@ describe('logs hold no secret and no personal data, at trace level', () => {
     // Operator: password + TOTP, a confidential client with its secret.
     const console = await discover('operator-console', CLIENT_SECRET);
     const { url, verifier, state } = await authorizationUrl(console);
-    const browser = new Browser();
+    const browser = new Browser(issuer, agent);
     const interaction = (await browser.go(url.href)).location!;
     const page = await browser.go(interaction);
     const totp = hotp(operatorSecret, totpStep(Date.now()));
