@@ -24,13 +24,13 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import { ResidentApp } from '../simulator/resident-app.ts';
 import { createCa } from '../src/pki/certificates.ts';
+import { freePort } from '../src/util/free-port.ts';
 import { benchPhone, DOOR_BENCH_APP } from './door-world.ts';
 import { machine, writeSection } from './report.ts';
 import { stop } from './run-process.ts';
@@ -61,15 +61,6 @@ const pgUrl =
   'postgres://postgres@127.0.0.1:5432/test';
 const script = (f: string) => new URL(f, import.meta.url).pathname;
 const log = (s: string) => process.stderr.write(`${s}\n`);
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 /** Starts `node [flags] <script> …args`; `lines` gets every stdout line, `ready` the first JSON one. */
 function startProcess<T>(

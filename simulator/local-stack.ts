@@ -1,6 +1,5 @@
 import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { JWK } from 'jose';
@@ -12,6 +11,7 @@ import { applyDocument } from '../src/registry/apply.ts';
 import type { ProvisioningDocument } from '../src/registry/document.ts';
 import { loadPartnerKeys } from '../src/registry/partner-secrets.ts';
 import { createRuntime, ensureDevelopmentMaterial, type Runtime } from '../src/server.ts';
+import { freePort } from '../src/util/free-port.ts';
 import { createPartnerIdentity, type PartnerIdentity } from './identity.ts';
 import { PartnerClient, type PartnerClientOptions } from './partner-client.ts';
 
@@ -133,15 +133,6 @@ export async function startLocalStack(opts: {
       await rm(dataDir, { recursive: true, force: true });
     },
   };
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 /**

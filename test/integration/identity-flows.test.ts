@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -16,6 +15,7 @@ import { consoleOtpOutbox } from '../../src/identity/otp-sender.ts';
 import { base32Decode, hotp, totpStep } from '../../src/identity/totp.ts';
 import { PURPOSE_PII } from '../../src/registry/apply.ts';
 import { createRuntime, ensureDevelopmentMaterial, type Runtime } from '../../src/server.ts';
+import { freePort } from '../../src/util/free-port.ts';
 import { createTestDb } from '../support/test-db.ts';
 
 const REDIRECT = 'https://app.example/callback';
@@ -29,15 +29,6 @@ let issuer: string;
 let agent: Agent;
 let residentId: string;
 let operatorSecret: Buffer;
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 const tlsFetch: oidc.CustomFetch = (url, options) =>
   undiciFetch(url, { ...(options as object), dispatcher: agent }) as unknown as Promise<Response>;

@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, beforeEach, describe, test } from 'node:test';
@@ -21,6 +20,7 @@ import { base32Decode, hotp, totpStep } from '../../src/identity/totp.ts';
 import { createLogger } from '../../src/logger.ts';
 import { PURPOSE_PII } from '../../src/registry/apply.ts';
 import { createRuntime, ensureDevelopmentMaterial, type Runtime } from '../../src/server.ts';
+import { freePort } from '../../src/util/free-port.ts';
 import { createTestDb } from '../support/test-db.ts';
 
 /**
@@ -50,15 +50,6 @@ let residentId: string;
 let operatorSecret: Buffer;
 let operatorSecretBase32: string;
 const logLines: string[] = [];
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 const tlsFetch: oidc.CustomFetch = (url, options) =>
   undiciFetch(url, { ...(options as object), dispatcher: agent }) as unknown as Promise<Response>;

@@ -5,7 +5,6 @@
  * cosignatures as anchors of `verifyLog`.
  */
 import assert from 'node:assert/strict';
-import { createServer } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { witnessVerifierKey } from '../../simulator/identity.ts';
 import {
@@ -30,6 +29,7 @@ import {
 } from '../../src/journal/witness/submitter.ts';
 import { formatCheckpoint, openNote, parseCheckpoint, signNote } from '../../src/tlog/note.ts';
 import { formatAddCheckpoint } from '../../src/tlog/witness.ts';
+import { freePort } from '../../src/util/free-port.ts';
 import { createTestDb } from '../support/test-db.ts';
 
 let h: LocalStack;
@@ -41,14 +41,6 @@ let stranger: IntercomSimulator;
 let miskeyed: IntercomSimulator;
 const ids: Record<string, string> = {};
 let closedPort: number;
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as { port: number }).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 before(async () => {
   closedPort = await freePort();
