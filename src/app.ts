@@ -73,6 +73,12 @@ export interface App {
   reloadDirectory(): Promise<void>;
   /** Journal reconciliation (contract §8.4): our runs against partners; absent without journalLog. */
   reconciler: Reconciler | undefined;
+  /**
+   * Builds the reconciliation indexes of the last SMART_HOME_RECONCILE_WARM_DAYS days for every partner
+   * that reconciles with us or we with it, one partner after another (started in the background by
+   * `startServer`); resolves with how many partners.
+   */
+  warmReconciliation(now?: number): Promise<number>;
   close(): Promise<void>;
 }
 
@@ -298,6 +304,20 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     identity,
     directory: () => directory,
     reloadDirectory,
+    async warmReconciliation(now = Date.now()) {
+      const days = config.reconcile.warmDays;
+      if (days <= 0) return 0;
+      const from = (Math.floor(now / 86_400_000) - (days - 1)) * 86_400_000;
+      let warmed = 0;
+      for (const p of directory.byId.values()) {
+        // Partners that reconcile with us (audit:exchange) or that we reconcile with (their journal
+        // endpoint and log key are registered).
+        if (!p.enabled || !(p.scopes.has('audit:exchange') || (p.outbound && p.log))) continue;
+        await reconStore.view(p.id, from, now + 1);
+        warmed++;
+      }
+      return warmed;
+    },
     reconciler,
     async close() {
       await Promise.allSettled([partnerApp.close(), publicApp.close()]);

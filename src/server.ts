@@ -308,6 +308,15 @@ export async function startServer(given: Config, opts: { banner?: boolean } = {}
           { delayMinutes: config.reconcile.scheduleDelayMinutes },
         )
       : undefined;
+  // Reconciliation indexes of the last days, built in the background before partners ask.
+  app
+    .warmReconciliation()
+    .then(
+      (n) =>
+        n > 0 &&
+        logger.info({ partners: n, days: config.reconcile.warmDays }, 'reconciliation indexes built'),
+    )
+    .catch((err) => logger.error({ err }, 'building the reconciliation indexes failed'));
   const close = runtime.close;
   runtime.close = async () => {
     clearInterval(refresh);

@@ -101,6 +101,7 @@ export interface Config {
     clockMarginMs: number;
     skewToleranceMs: number;
     cacheDays: number;
+    warmDays: number;
     schedule: boolean;
     scheduleDelayMinutes: number;
     reportDir: string;

@@ -783,6 +783,15 @@ export const OPTIONS: readonly OptionSpec[] = [
     doc: 'Default tolerance of `timing_skew`: an entry of the window whose recording time at smart-home differs from its eventId’s time by more than this is reported (a partner clock off, or an action recorded late). Door commands stay within their 10 s lifetime.',
   },
   {
+    env: 'SMART_HOME_RECONCILE_WARM_DAYS',
+    key: 'reconcile.warmDays',
+    kind: 'int',
+    default: 2,
+    min: 0,
+    max: 31,
+    doc: 'Days of reconciliation index (today and the days before it, UTC) each instance builds for every partner that reconciles with it (`audit:exchange`, or a registered journal endpoint and log key) when it starts, in the background, so a partner’s first reconciliation does not wait for a day to be read from the journal (about 9 s per million entries). 0: build on first use only.',
+  },
+  {
     env: 'SMART_HOME_RECONCILE_CACHE_DAYS',
     key: 'reconcile.cacheDays',
     kind: 'int',

@@ -328,6 +328,14 @@ describe('journal reconcile against the intercom simulator (contract §8.4 over 
   });
 });
 
+describe('warming the indexes at start', () => {
+  test('builds the last days for every partner we reconcile with, and the reconciliation then agrees', async () => {
+    assert.equal(await h.runtime.app.warmReconciliation(), 1);
+    const r = await run();
+    assert.deepEqual(kinds(r), []);
+  });
+});
+
 // The operator stays signed in for the whole file (a TOTP code counts once): the failure test at the end uses it too.
 let op: ResidentApp | undefined;
 after(() => op?.close());
