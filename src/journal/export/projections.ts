@@ -12,9 +12,8 @@
 import type { FieldCipher } from '../../crypto/field-cipher.ts';
 import type { Db, Queryable } from '../../db/db.ts';
 import { type SqlFragment, sql } from '../../db/sql.ts';
-import { elementHex, type ProjectionRecord, projectionElement } from '../../reconcile/projection.ts';
 import { latestCheckpoint } from '../log/sequencer.ts';
-import { PROJECTED_ACTIONS, Projector } from '../reconcile/source.ts';
+import { PROJECTED_ACTIONS, PROJECTOR_ROWS, Projector, projectionRecord } from '../reconcile/source.ts';
 import { DEFAULT_PAGE_SIZE, inSnapshot } from './rows.ts';
 import type { Sink } from './sink.ts';
 
@@ -29,15 +28,7 @@ export interface ProjectionExportOptions {
   onProgress?: (done: number, total: number) => void;
 }
 
-type SourceRow = {
-  leaf: string;
-  action: string;
-  result: string;
-  subject_id: string | null;
-  at: Date;
-  event_id: string | null;
-  device: string | null;
-};
+type SourceRow = Parameters<Projector['project']>[0][number];
 
 function where(o: ProjectionExportOptions, size: number): SqlFragment {
   const parts = [
@@ -55,12 +46,7 @@ async function* pages(q: Queryable, o: ProjectionExportOptions, size: number): A
   const pageSize = o.pageSize ?? DEFAULT_PAGE_SIZE;
   let after = '-1';
   for (;;) {
-    const rows = await q.query<SourceRow>(sql`
-      select l.leaf_index::text as leaf, j.action, j.result, j.subject_id, j.at,
-        case when j.action = 'door.open.result' then j.details->>'commandId' else j.details->>'eventId' end as event_id,
-        d.external_id as device
-      from journal_leaves l join journal j on j.seq = l.journal_seq
-      left join devices d on d.id = j.device_id
+    const rows = await q.query<SourceRow>(sql`${PROJECTOR_ROWS}
       where l.leaf_index > ${after}::bigint and ${where(o, size)}
       order by l.leaf_index limit ${pageSize}`);
     if (rows.length === 0) return;
@@ -96,13 +82,7 @@ export async function exportProjections(
           let text = '';
           for (const it of await projector.project(page)) {
             if (it.time < from || it.time >= to) continue;
-            const record: ProjectionRecord = {
-              element: elementHex(projectionElement(it.projection)),
-              time: it.time,
-              projection: it.projection,
-              at: new Date(it.at).toISOString(),
-            };
-            text += `${JSON.stringify(record)}\n`;
+            text += `${JSON.stringify(projectionRecord(it))}\n`;
             entries++;
           }
           await sink.write(text);

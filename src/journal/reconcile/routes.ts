@@ -17,12 +17,8 @@ import { type Static, Type as T } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
 import { AppError } from '../../errors.ts';
 import { Negentropy, NegentropyError } from '../../reconcile/negentropy.ts';
-import {
-  elementHex,
-  MAX_PROJECTION_ELEMENTS,
-  type ProjectionRecord,
-  parseWindow,
-} from '../../reconcile/projection.ts';
+import { MAX_PROJECTION_ELEMENTS, type ProjectionRecord, parseWindow } from '../../reconcile/projection.ts';
+import { projectionRecord } from './source.ts';
 import { DAY_MS, type ReconStore } from './store.ts';
 
 export interface ReconcileRouteOptions {
@@ -181,13 +177,7 @@ export function journalReconcileRoutes(deps: { store: ReconStore; options: Recon
         const projections: ProjectionRecord[] = [];
         for (const e of elements) {
           const it = found.get(e);
-          if (it)
-            projections.push({
-              element: elementHex(it.element),
-              time: it.time,
-              projection: it.projection,
-              at: new Date(it.at).toISOString(),
-            });
+          if (it) projections.push(projectionRecord(it));
         }
         reply.header('cache-control', 'no-store');
         return { projections };

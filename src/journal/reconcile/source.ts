@@ -17,7 +17,12 @@ import type { FieldCipher } from '../../crypto/field-cipher.ts';
 import { pseudonym } from '../../crypto/partner-keys.ts';
 import type { Queryable } from '../../db/db.ts';
 import { sql } from '../../db/sql.ts';
-import { type Projection, projectionElement } from '../../reconcile/projection.ts';
+import {
+  elementHex,
+  type Projection,
+  type ProjectionRecord,
+  projectionElement,
+} from '../../reconcile/projection.ts';
 import { loadPartnerKeys } from '../../registry/partner-secrets.ts';
 import { isUuidV7 } from '../../util/uuid.ts';
 
@@ -120,6 +125,16 @@ export class Projector {
   }
 }
 
+/** The `POST …/journal/projections` answer record (and export line) of a projection. */
+export function projectionRecord(it: JournalProjection): ProjectionRecord {
+  return {
+    element: elementHex(it.element),
+    time: it.time,
+    projection: it.projection,
+    at: new Date(it.at).toISOString(),
+  };
+}
+
 /** The projection's element, or undefined for a string RFC 8785 refuses (a lone surrogate): that row cannot project. */
 export function elementOf(p: Projection): Buffer | undefined {
   try {
@@ -129,10 +144,15 @@ export function elementOf(p: Projection): Buffer | undefined {
   }
 }
 
-const SELECT = sql`select l.leaf_index::text as leaf, j.action, j.result, j.subject_id,
-    (extract(epoch from j.at) * 1000)::float8 as at,
-    case when j.action = 'door.open.result' then j.details->>'commandId' else j.details->>'eventId' end as event_id,
-    d.external_id as device
+/** A projectable row's eventId: the commandId for a door, the eventId otherwise. */
+const EVENT_ID = sql`case when j.action = 'door.open.result' then j.details->>'commandId' else j.details->>'eventId' end`;
+
+/**
+ * The rows {@link Projector.project} reads (journal `j`, its leaf `l`, its device `d`); callers add
+ * the `where`.
+ */
+export const PROJECTOR_ROWS = sql`select l.leaf_index::text as leaf, j.action, j.result, j.subject_id,
+    (extract(epoch from j.at) * 1000)::float8 as at, ${EVENT_ID} as event_id, d.external_id as device
   from journal j join journal_leaves l on l.journal_seq = j.seq
   left join devices d on d.id = j.device_id`;
 
@@ -147,7 +167,7 @@ export async function rowsRecordedIn(
   atTo: number,
   size: number,
 ): Promise<Row[]> {
-  return db.query<Row>(sql`${SELECT}
+  return db.query<Row>(sql`${PROJECTOR_ROWS}
     where j.partner_id = ${partnerId}::uuid and j.action = any(${[...PROJECTED_ACTIONS]}::text[])
       and j.at >= ${new Date(atFrom)} and j.at < ${new Date(atTo)}
       and l.leaf_index < ${String(size)}::bigint`);
@@ -161,7 +181,7 @@ export async function rowsAtLeaves(
   toLeaf: number,
 ): Promise<Row[]> {
   if (toLeaf <= fromLeaf) return [];
-  return db.query<Row>(sql`${SELECT}
+  return db.query<Row>(sql`${PROJECTOR_ROWS}
     where l.leaf_index >= ${String(fromLeaf)}::bigint and l.leaf_index < ${String(toLeaf)}::bigint
       and j.partner_id = ${partnerId}::uuid and j.action = any(${[...PROJECTED_ACTIONS]}::text[])`);
 }
@@ -178,9 +198,8 @@ export async function rowsByEventId(
   size: number,
 ): Promise<Row[]> {
   if (eventIds.length === 0) return [];
-  return db.query<Row>(sql`${SELECT}
+  return db.query<Row>(sql`${PROJECTOR_ROWS}
     where j.partner_id = ${partnerId}::uuid and j.action = any(${[...PROJECTED_ACTIONS]}::text[])
-      and (case when j.action = 'door.open.result' then j.details->>'commandId' else j.details->>'eventId' end)
-        = any(${[...eventIds]}::text[])
+      and ${EVENT_ID} = any(${[...eventIds]}::text[])
       and l.leaf_index < ${String(size)}::bigint`);
 }
