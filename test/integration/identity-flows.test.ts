@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -16,6 +16,7 @@ import { base32Decode, hotp, totpStep } from '../../src/identity/totp.ts';
 import { PURPOSE_PII } from '../../src/registry/apply.ts';
 import { createRuntime, ensureDevelopmentMaterial, type Runtime } from '../../src/server.ts';
 import { freePort } from '../../src/util/free-port.ts';
+import { writeOAuthClients } from '../support/oauth-clients.ts';
 import { createTestDb } from '../support/test-db.ts';
 
 const REDIRECT = 'https://app.example/callback';
@@ -85,24 +86,16 @@ async function verifyAccessToken(token: string) {
 before(async () => {
   dataDir = await mkdtemp(path.join(tmpdir(), 'smart-home-identity-'));
   const port = await freePort();
-  const clientsFile = path.join(dataDir, 'oauth-clients.yaml');
-  await writeFile(
-    clientsFile,
-    [
-      'clients:',
-      '  - clientId: web-app',
-      '    role: resident',
-      `    redirectUris: ["${REDIRECT}"]`,
-      '  - clientId: mobile-app',
-      '    role: resident',
-      `    redirectUris: ["${APP_REDIRECT}"]`,
-      '    dpopBoundAccessTokens: true',
-      '  - clientId: operator-console',
-      '    role: operator',
-      `    redirectUris: ["${REDIRECT}"]`,
-      '    clientSecret: console-secret-console-secret-console-secret',
-    ].join('\n'),
-  );
+  const clientsFile = await writeOAuthClients(dataDir, [
+    { clientId: 'web-app', role: 'resident', redirectUris: [REDIRECT] },
+    { clientId: 'mobile-app', role: 'resident', redirectUris: [APP_REDIRECT], dpopBoundAccessTokens: true },
+    {
+      clientId: 'operator-console',
+      role: 'operator',
+      redirectUris: [REDIRECT],
+      clientSecret: 'console-secret-console-secret-console-secret',
+    },
+  ]);
   const config = loadConfig({
     NODE_ENV: 'test',
     LOG_LEVEL: process.env['TEST_LOG_LEVEL'] ?? 'silent',

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, beforeEach, describe, test } from 'node:test';
@@ -21,6 +21,7 @@ import { createLogger } from '../../src/logger.ts';
 import { PURPOSE_PII } from '../../src/registry/apply.ts';
 import { createRuntime, ensureDevelopmentMaterial, type Runtime } from '../../src/server.ts';
 import { freePort } from '../../src/util/free-port.ts';
+import { writeOAuthClients } from '../support/oauth-clients.ts';
 import { createTestDb } from '../support/test-db.ts';
 
 /**
@@ -143,20 +144,10 @@ async function secondInstanceDb(): Promise<Db> {
 before(async () => {
   dataDir = await mkdtemp(path.join(tmpdir(), 'smart-home-hardening-'));
   const port = await freePort();
-  const clientsFile = path.join(dataDir, 'oauth-clients.yaml');
-  await writeFile(
-    clientsFile,
-    [
-      'clients:',
-      '  - clientId: web-app',
-      '    role: resident',
-      `    redirectUris: ["${REDIRECT}"]`,
-      '  - clientId: operator-console',
-      '    role: operator',
-      `    redirectUris: ["${REDIRECT}"]`,
-      `    clientSecret: ${CLIENT_SECRET}`,
-    ].join('\n'),
-  );
+  const clientsFile = await writeOAuthClients(dataDir, [
+    { clientId: 'web-app', role: 'resident', redirectUris: [REDIRECT] },
+    { clientId: 'operator-console', role: 'operator', redirectUris: [REDIRECT], clientSecret: CLIENT_SECRET },
+  ]);
   const config = loadConfig({
     NODE_ENV: 'test',
     LOG_LEVEL: 'trace',

@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { createHash, generateKeyPairSync } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -27,6 +27,7 @@ import {
 } from '../../src/tlog/note.ts';
 import { formatAddCheckpoint } from '../../src/tlog/witness.ts';
 import { type Harness, startHarness } from '../support/harness.ts';
+import { writeOAuthClients } from '../support/oauth-clients.ts';
 import { standardWorld } from '../support/world.ts';
 
 /** A partner's journal as a Merkle log: leaf hashes, signed checkpoints, consistency proofs. */
@@ -75,17 +76,14 @@ const OP_PASSWORD = 'correct horse battery staple';
 
 before(async () => {
   clientsDir = await mkdtemp(path.join(tmpdir(), 'smart-home-witness-'));
-  const clientsFile = path.join(clientsDir, 'oauth-clients.yaml');
-  await writeFile(
-    clientsFile,
-    [
-      'clients:',
-      '  - clientId: operator-console',
-      '    role: operator',
-      `    redirectUris: ["${WEB_REDIRECT}"]`,
-      `    clientSecret: ${CONSOLE_SECRET}`,
-    ].join('\n'),
-  );
+  const clientsFile = await writeOAuthClients(clientsDir, [
+    {
+      clientId: 'operator-console',
+      role: 'operator',
+      redirectUris: [WEB_REDIRECT],
+      clientSecret: CONSOLE_SECRET,
+    },
+  ]);
   h = await startHarness({
     env: { SMART_HOME_OAUTH_CLIENTS_FILE: clientsFile },
     partners: [{ code: 'barrier-north' }, { code: 'barrier-south' }],

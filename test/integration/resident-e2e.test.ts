@@ -4,7 +4,7 @@
 // the simulator's intercom, and a barrier partner asking for decisions over the partner API.
 import assert from 'node:assert/strict';
 import { createHmac, createPublicKey, hash, randomUUID } from 'node:crypto';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -17,6 +17,7 @@ import { consoleOtp, ResidentApp, type ResidentAppOptions } from '../../simulato
 import { sql } from '../../src/db/sql.ts';
 import { createOperator } from '../../src/identity/operators.ts';
 import { loadSigningKey } from '../../src/keys/service-keys.ts';
+import { writeOAuthClients } from '../support/oauth-clients.ts';
 import { createTestDb } from '../support/test-db.ts';
 import { standardWorld } from '../support/world.ts';
 
@@ -106,24 +107,16 @@ function assertProblem(
 
 before(async () => {
   clientsDir = await mkdtemp(path.join(tmpdir(), 'smart-home-e2e-'));
-  const clientsFile = path.join(clientsDir, 'oauth-clients.yaml');
-  await writeFile(
-    clientsFile,
-    [
-      'clients:',
-      '  - clientId: web-app',
-      '    role: resident',
-      `    redirectUris: ["${WEB_REDIRECT}"]`,
-      '  - clientId: mobile-app',
-      '    role: resident',
-      `    redirectUris: ["${APP_REDIRECT}"]`,
-      '    dpopBoundAccessTokens: true',
-      '  - clientId: operator-console',
-      '    role: operator',
-      `    redirectUris: ["${WEB_REDIRECT}"]`,
-      `    clientSecret: ${CONSOLE_SECRET}`,
-    ].join('\n'),
-  );
+  const clientsFile = await writeOAuthClients(clientsDir, [
+    { clientId: 'web-app', role: 'resident', redirectUris: [WEB_REDIRECT] },
+    { clientId: 'mobile-app', role: 'resident', redirectUris: [APP_REDIRECT], dpopBoundAccessTokens: true },
+    {
+      clientId: 'operator-console',
+      role: 'operator',
+      redirectUris: [WEB_REDIRECT],
+      clientSecret: CONSOLE_SECRET,
+    },
+  ]);
   h = await startLocalStack({
     db: await createTestDb(),
     partners: [{ code: 'barrier-north' }, { code: 'barrier-south' }, { code: 'intercom-north' }],
