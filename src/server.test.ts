@@ -21,29 +21,40 @@ before(async () => {
 });
 after(() => rm(dir, { recursive: true, force: true }));
 
-test('production refuses development certificates even when every setting is given', async () => {
-  const p = (f: string) => path.join(dir, f);
-  const config = loadConfig({
+/**
+ * Every setting production requires, its data directory `dataDir`; each file setting is `file(name)` of
+ * the file development material would use (by default 'a': the file is never read).
+ */
+function productionEnv(dataDir: string, file: (name: string) => string = () => 'a'): Record<string, string> {
+  return {
     NODE_ENV: 'production',
-    SMART_HOME_DATA_DIR: path.join(dir, 'prod-data'),
-    DATABASE_URL: 'postgres://127.0.0.1:1/never-reached',
+    SMART_HOME_DATA_DIR: dataDir,
+    DATABASE_URL: 'postgres://x',
     SMART_HOME_KEK: randomBytes(32).toString('base64'),
-    SMART_HOME_PARTNER_URL: 'https://partners.example',
-    SMART_HOME_PUBLIC_TLS_CERT: p('pki/public-server.crt'),
-    SMART_HOME_PUBLIC_TLS_KEY: p('pki/public-server.key'),
-    SMART_HOME_PARTNER_TLS_CERT: p('pki/partner-server.crt'),
-    SMART_HOME_PARTNER_TLS_KEY: p('pki/partner-server.key'),
-    SMART_HOME_PARTNER_CLIENT_CA: p('pki/partner-issuing-ca.crt'),
-    SMART_HOME_SIGNING_KEY_FILE: p('keys/response-signing.jwk'),
-    SMART_HOME_TOKEN_KEY_FILE: p('keys/token-signing.jwk'),
-    SMART_HOME_JOURNAL_KEY_FILE: p('keys/journal-signing.jwk'),
+    SMART_HOME_PARTNER_URL: 'https://p',
+    SMART_HOME_PUBLIC_TLS_CERT: file('pki/public-server.crt'),
+    SMART_HOME_PUBLIC_TLS_KEY: file('pki/public-server.key'),
+    SMART_HOME_PARTNER_TLS_CERT: file('pki/partner-server.crt'),
+    SMART_HOME_PARTNER_TLS_KEY: file('pki/partner-server.key'),
+    SMART_HOME_PARTNER_CLIENT_CA: file('pki/partner-issuing-ca.crt'),
+    SMART_HOME_SIGNING_KEY_FILE: file('keys/response-signing.jwk'),
+    SMART_HOME_TOKEN_KEY_FILE: file('keys/token-signing.jwk'),
+    SMART_HOME_JOURNAL_KEY_FILE: file('keys/journal-signing.jwk'),
     SMART_HOME_JOURNAL_ORIGIN: 'home.example/journal',
-    SMART_HOME_WITNESS_KEY_FILE: p('keys/witness-cosigner.jwk'),
+    SMART_HOME_WITNESS_KEY_FILE: file('keys/witness-cosigner.jwk'),
     SMART_HOME_WITNESS_NAME: 'home.example/witness',
     SMART_HOME_OTP_SENDER: 'webhook',
     SMART_HOME_OTP_WEBHOOK_URL: 'https://sms.example/send',
-    SMART_HOME_OUTBOUND_CLIENT_CERT: p('pki/service-client.crt'),
-    SMART_HOME_OUTBOUND_CLIENT_KEY: p('pki/service-client.key'),
+    SMART_HOME_OUTBOUND_CLIENT_CERT: file('pki/service-client.crt'),
+    SMART_HOME_OUTBOUND_CLIENT_KEY: file('pki/service-client.key'),
+  };
+}
+
+test('production refuses development certificates even when every setting is given', async () => {
+  const config = loadConfig({
+    ...productionEnv(path.join(dir, 'prod-data'), (f) => path.join(dir, f)),
+    DATABASE_URL: 'postgres://127.0.0.1:1/never-reached',
+    SMART_HOME_PARTNER_URL: 'https://partners.example',
   });
   await assert.rejects(
     createRuntime(config, createLogger({ level: 'silent' })),
@@ -52,30 +63,7 @@ test('production refuses development certificates even when every setting is giv
 });
 
 test('production generates no development material', async () => {
-  const created = await ensureDevelopmentMaterial(
-    loadConfig({
-      NODE_ENV: 'production',
-      SMART_HOME_DATA_DIR: path.join(dir, 'x'),
-      DATABASE_URL: 'postgres://x',
-      SMART_HOME_KEK: randomBytes(32).toString('base64'),
-      SMART_HOME_PARTNER_URL: 'https://p',
-      SMART_HOME_PUBLIC_TLS_CERT: 'a',
-      SMART_HOME_PUBLIC_TLS_KEY: 'a',
-      SMART_HOME_PARTNER_TLS_CERT: 'a',
-      SMART_HOME_PARTNER_TLS_KEY: 'a',
-      SMART_HOME_PARTNER_CLIENT_CA: 'a',
-      SMART_HOME_SIGNING_KEY_FILE: 'a',
-      SMART_HOME_TOKEN_KEY_FILE: 'a',
-      SMART_HOME_JOURNAL_KEY_FILE: 'a',
-      SMART_HOME_JOURNAL_ORIGIN: 'home.example/journal',
-      SMART_HOME_WITNESS_KEY_FILE: 'a',
-      SMART_HOME_WITNESS_NAME: 'home.example/witness',
-      SMART_HOME_OTP_SENDER: 'webhook',
-      SMART_HOME_OTP_WEBHOOK_URL: 'https://sms.example/send',
-      SMART_HOME_OUTBOUND_CLIENT_CERT: 'a',
-      SMART_HOME_OUTBOUND_CLIENT_KEY: 'a',
-    }),
-  );
+  const created = await ensureDevelopmentMaterial(loadConfig(productionEnv(path.join(dir, 'x'))));
   assert.deepEqual(created, []);
 });
 
@@ -107,28 +95,7 @@ test('development offers sign-in clients when none are configured; production an
   assert.equal(developmentClientsFile(own), undefined);
   assert.equal(withDevelopmentClients(own).identity.clientsFile, '/etc/own.yaml');
 
-  const prod = loadConfig({
-    NODE_ENV: 'production',
-    SMART_HOME_DATA_DIR: dir,
-    DATABASE_URL: 'postgres://x',
-    SMART_HOME_KEK: randomBytes(32).toString('base64'),
-    SMART_HOME_PARTNER_URL: 'https://p',
-    SMART_HOME_PUBLIC_TLS_CERT: 'a',
-    SMART_HOME_PUBLIC_TLS_KEY: 'a',
-    SMART_HOME_PARTNER_TLS_CERT: 'a',
-    SMART_HOME_PARTNER_TLS_KEY: 'a',
-    SMART_HOME_PARTNER_CLIENT_CA: 'a',
-    SMART_HOME_SIGNING_KEY_FILE: 'a',
-    SMART_HOME_TOKEN_KEY_FILE: 'a',
-    SMART_HOME_JOURNAL_KEY_FILE: 'a',
-    SMART_HOME_JOURNAL_ORIGIN: 'home.example/journal',
-    SMART_HOME_WITNESS_KEY_FILE: 'a',
-    SMART_HOME_WITNESS_NAME: 'home.example/witness',
-    SMART_HOME_OTP_SENDER: 'webhook',
-    SMART_HOME_OTP_WEBHOOK_URL: 'https://sms.example/send',
-    SMART_HOME_OUTBOUND_CLIENT_CERT: 'a',
-    SMART_HOME_OUTBOUND_CLIENT_KEY: 'a',
-  });
+  const prod = loadConfig(productionEnv(dir));
   // The development file exists in this DATA_DIR, yet production does not pick it up.
   assert.equal(developmentClientsFile(prod), undefined);
   assert.equal(withDevelopmentClients(prod).identity.clientsFile, undefined);
