@@ -4,7 +4,7 @@ import path from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { calculateJwkThumbprint } from 'jose';
 import { start } from './cluster.ts';
-import { ConfigError, loadConfig } from './config/config.ts';
+import { type Config, ConfigError, loadConfig } from './config/config.ts';
 import { FieldCipher } from './crypto/field-cipher.ts';
 import { exportPartnerKeysAsJwe } from './crypto/key-export.ts';
 import { migrate } from './db/migrate.ts';
@@ -51,11 +51,19 @@ function config() {
   }
 }
 
-async function withDb<T>(
-  fn: (deps: { db: Awaited<ReturnType<typeof openDb>>; cipher: FieldCipher }) => Promise<T>,
-) {
+/** The configuration, with the development PKI and keys created where missing (never in production). */
+async function configWithMaterial(): Promise<Config> {
   const cfg = config();
   await ensureDevelopmentMaterial(cfg);
+  return cfg;
+}
+
+/** The migrated database and the field cipher; `cfg` when the command already has it from {@link configWithMaterial}. */
+async function withDb<T>(
+  fn: (deps: { db: Awaited<ReturnType<typeof openDb>>; cipher: FieldCipher }) => Promise<T>,
+  given?: Config,
+) {
+  const cfg = given ?? (await configWithMaterial());
   const db = await openDb({ url: cfg.database.url, pgliteDir: cfg.database.pgliteDir, poolMax: 2 });
   try {
     await migrate(db);
@@ -264,8 +272,7 @@ program
   )
   .option('--out <file>', 'also write the response-signing public JWK to this file (what a partner pins)')
   .action(async (opts: { out?: string }) => {
-    const cfg = config();
-    await ensureDevelopmentMaterial(cfg);
+    const cfg = await configWithMaterial();
     const signing = await loadSigningKey(cfg.keys.signingKeyFile, 'Ed25519');
     const token = await loadSigningKey(cfg.keys.tokenKeyFile, 'ES256');
     const log = await loadJournalLog(cfg);
@@ -297,8 +304,7 @@ journal
   .option('--key <vkey...>', 'more trusted verifier keys (name+id+key): an earlier log key, a witness')
   .option('--no-witnesses', "skip the partners' stored cosignatures of our checkpoints (contract §8.2)")
   .action(async (opts: { anchor?: string[]; key?: string[]; witnesses?: boolean }) => {
-    const cfg = config();
-    await ensureDevelopmentMaterial(cfg);
+    const cfg = await configWithMaterial();
     const log = await loadJournalLog(cfg);
     const verifiers = [log.signer.verifier];
     for (const k of opts.key ?? []) {
@@ -347,14 +353,13 @@ journal
         `journal verification FAILED: ${r.problems.length} problem${r.problems.length === 1 ? '' : 's'} in ${r.size.toLocaleString('en')} entries\n`,
       );
       process.exitCode = 1;
-    });
+    }, cfg);
   });
 journal
   .command('checkpoint')
   .description("print the newest signed checkpoint and the log's verifier key")
   .action(async () => {
-    const cfg = config();
-    await ensureDevelopmentMaterial(cfg);
+    const cfg = await configWithMaterial();
     const log = await loadJournalLog(cfg);
     await withDb(async ({ db }) => {
       const cp = await latestCheckpoint(db);
@@ -362,7 +367,7 @@ journal
       process.stdout.write(
         cp ? cp.note : 'no checkpoint yet (the sequencer signs one after the first batch)\n',
       );
-    });
+    }, cfg);
   });
 
 function rfc3339(v: string): Date {
@@ -404,8 +409,7 @@ journal
       if (!(EXPORT_FORMATS as readonly string[]).includes(opts.format))
         fail(`--format ${opts.format}: one of ${EXPORT_FORMATS.join(', ')}`, 2);
       if (opts.from && opts.to && opts.from >= opts.to) fail('--from must be before --to', 2);
-      const cfg = config();
-      await ensureDevelopmentMaterial(cfg);
+      const cfg = await configWithMaterial();
       const log = await loadJournalLog(cfg);
       await withDb(async ({ db, cipher }) => {
         let partnerId: string | undefined;
@@ -447,7 +451,7 @@ journal
         process.stderr.write(
           `exported ${r.entries.toLocaleString('en')} ${opts.projections ? 'projections' : 'entries'}${opts.out ? ` to ${opts.out}` : ''}\n`,
         );
-      });
+      }, cfg);
     },
   );
 
