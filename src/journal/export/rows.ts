@@ -7,7 +7,7 @@
 import type { Db, Queryable } from '../../db/db.ts';
 import { type SqlFragment, sql } from '../../db/sql.ts';
 import { isUuid } from '../../util/uuid.ts';
-import { JOURNAL_ROW_COLUMNS, type JournalRow } from '../log/leaf.ts';
+import { aboutPartner, JOURNAL_ROW_COLUMNS, type JournalRow } from '../log/leaf.ts';
 
 export interface ExportFilter {
   /** Entries at or after this instant. */
@@ -27,9 +27,7 @@ function where(f: ExportFilter): SqlFragment {
   const parts: SqlFragment[] = [sql`true`];
   if (f.from) parts.push(sql`j.at >= ${f.from.toISOString()}::timestamptz`);
   if (f.to) parts.push(sql`j.at < ${f.to.toISOString()}::timestamptz`);
-  if (f.partnerId)
-    parts.push(sql`(j.partner_id = ${f.partnerId}::uuid
-      or exists (select 1 from devices d where d.id = j.device_id and d.partner_id = ${f.partnerId}::uuid))`);
+  if (f.partnerId) parts.push(aboutPartner(f.partnerId));
   return sql.join(parts, ' and ');
 }
 

@@ -38,6 +38,15 @@ export const JOURNAL_ROW_COLUMNS: SqlFragment = sql.unsafe(
    j.subject_type, j.subject_id, j.result, j.request_id, j.details`,
 );
 
+/**
+ * Whether the row `j` is about the partner: its own registration, or one of its devices. What a partner
+ * may read of the journal in full (entry bundles, inclusion proofs, exports for it).
+ */
+export function aboutPartner(partnerId: string): SqlFragment {
+  return sql`(j.partner_id = ${partnerId}::uuid
+    or exists (select 1 from devices d where d.id = j.device_id and d.partner_id = ${partnerId}::uuid))`;
+}
+
 export function entryOf(row: JournalRow): Buffer {
   const at = Number(row.at_us);
   if (!Number.isSafeInteger(at)) throw new RangeError(`journal row ${row.seq}: time out of range`);

@@ -17,7 +17,7 @@ import {
   leafHash,
 } from '../../tlog/merkle.ts';
 import { nodesFromTiles, tilesForNodes } from '../../tlog/tiles.ts';
-import { entryOf, JOURNAL_ROW_COLUMNS, type JournalRow } from './leaf.ts';
+import { aboutPartner, entryOf, JOURNAL_ROW_COLUMNS, type JournalRow } from './leaf.ts';
 import { latestCheckpoint, loadTiles } from './sequencer.ts';
 
 async function nodeMap(q: Queryable, nodes: ReturnType<typeof inclusionNodes>) {
@@ -64,8 +64,7 @@ export async function inclusionFor(
     'journalId' in where
       ? sql`j.id = ${where.journalId}::uuid`
       : sql`(j.details->>'eventId' = ${where.eventId} or j.details->>'commandId' = ${where.eventId})
-          and (j.partner_id = ${where.partnerId}::uuid
-               or exists (select 1 from devices d where d.id = j.device_id and d.partner_id = ${where.partnerId}::uuid))`;
+          and ${aboutPartner(where.partnerId)}`;
   const row = await q.one<JournalRow & { leaf_index: string }>(sql`
     select l.leaf_index::text as leaf_index, ${JOURNAL_ROW_COLUMNS}
     from journal j join journal_leaves l on l.journal_seq = j.seq

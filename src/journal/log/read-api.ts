@@ -13,8 +13,8 @@ import { sql } from '../../db/sql.ts';
 import { AppError } from '../../errors.ts';
 import { HASH_SIZE, leafHash } from '../../tlog/merkle.ts';
 import { parseTilePath, TILE_WIDTH } from '../../tlog/tiles.ts';
-import { entryOf, JOURNAL_ROW_COLUMNS, type JournalRow } from './leaf.ts';
-import { latestCheckpoint } from './sequencer.ts';
+import { aboutPartner, entryOf, JOURNAL_ROW_COLUMNS, type JournalRow } from './leaf.ts';
+import { latestCheckpoint, loadTiles } from './sequencer.ts';
 
 const TileParams = T.Object({ '*': T.String({ maxLength: 64 }) }, { additionalProperties: false });
 
@@ -95,8 +95,7 @@ export function journalReadRoutes(deps: { db: Db }) {
           const partner = req.partner!.id;
           const rows = await deps.db.query<JournalRow & { leaf_index: string; own: boolean }>(sql`
             select l.leaf_index::text as leaf_index, ${JOURNAL_ROW_COLUMNS},
-              (j.partner_id = ${partner}::uuid
-                or exists (select 1 from devices d where d.id = j.device_id and d.partner_id = ${partner}::uuid)) as own
+              ${aboutPartner(partner)} as own
             from journal_leaves l join journal j on j.seq = l.journal_seq
             where l.leaf_index >= ${String(start)}::bigint and l.leaf_index < ${String(start + width)}::bigint
             order by l.leaf_index`);
@@ -106,12 +105,10 @@ export function journalReadRoutes(deps: { db: Db }) {
           const atLevel = Math.floor(size / TILE_WIDTH ** level);
           if (index * TILE_WIDTH + width > atLevel)
             throw new AppError('not-found', 'beyond the newest checkpoint');
-          const row = await deps.db.one<{ hashes: Buffer }>(
-            sql`select hashes from journal_tiles where level = ${level} and idx = ${String(index)}::bigint`,
-          );
-          if (!row || row.hashes.length < width * HASH_SIZE)
+          const [tile] = await loadTiles(deps.db, [{ level, index }]);
+          if (!tile || tile.hashes.length < width * HASH_SIZE)
             throw new AppError('not-found', 'tile not available');
-          body = Buffer.from(row.hashes).subarray(0, width * HASH_SIZE);
+          body = tile.hashes.subarray(0, width * HASH_SIZE);
         }
         reply.header('content-type', 'application/octet-stream').header('cache-control', IMMUTABLE);
         return body;

@@ -10,7 +10,7 @@
  */
 import type { Db, Queryable } from '../../db/db.ts';
 import { sql } from '../../db/sql.ts';
-import { EMPTY_ROOT, leafHash } from '../../tlog/merkle.ts';
+import { leafHash } from '../../tlog/merkle.ts';
 import { formatCheckpoint, type NoteSigner, signNote } from '../../tlog/note.ts';
 import { integrate, partialTiles, type Tile } from '../../tlog/tiles.ts';
 import { entryOf, JOURNAL_ROW_COLUMNS, type JournalRow } from './leaf.ts';
@@ -134,5 +134,3 @@ export async function latestCheckpoint(
   );
   return r ? { size: Number(r.size), root: Buffer.from(r.root), note: r.note } : undefined;
 }
-
-export const EMPTY_LOG: LogState = { size: 0, root: Buffer.from(EMPTY_ROOT) };

@@ -11,7 +11,7 @@ import { EMPTY_ROOT, leafHash, nodeHash } from '../../tlog/merkle.ts';
 import { type NoteVerifier, openNote, parseCheckpoint } from '../../tlog/note.ts';
 import { TILE_WIDTH } from '../../tlog/tiles.ts';
 import { entryOf, JOURNAL_ROW_COLUMNS, type JournalRow } from './leaf.ts';
-import { logState } from './sequencer.ts';
+import { loadTiles, logState } from './sequencer.ts';
 
 /** RFC 9162 root of a growing tree from its perfect subtrees (a compact range), leaf by leaf. */
 export class CompactRange {
@@ -123,11 +123,9 @@ export async function verifyLog(q: Queryable, opts: VerifyOptions): Promise<Veri
   const chunk = opts.chunk ?? 5000;
   let tile: Buffer[] = [];
   const checkTile = async (index: number) => {
-    const stored = await q.one<{ hashes: Buffer }>(
-      sql`select hashes from journal_tiles where level = 0 and idx = ${String(index)}::bigint`,
-    );
+    const [stored] = await loadTiles(q, [{ level: 0, index }]);
     const want = Buffer.concat(tile);
-    if (!stored || !Buffer.from(stored.hashes).subarray(0, want.length).equals(want)) {
+    if (!stored?.hashes.subarray(0, want.length).equals(want)) {
       problems.push(`tile 0/${index}: does not hold the rows' leaf hashes`);
     }
   };
