@@ -1,6 +1,7 @@
 import type { Queryable } from '../db/db.ts';
 import { type SqlFragment, sql } from '../db/sql.ts';
 import { AppError } from '../errors.ts';
+import { isUuid } from '../util/uuid.ts';
 import { type Page, type PageQuery, pageLimit } from './queries.ts';
 
 export interface JournalSearch extends PageQuery {
@@ -32,7 +33,6 @@ type Row = {
 
 /** The time as text with microseconds, so a cursor names an entry exactly (a JS Date keeps milliseconds). */
 const AT_TEXT = sql.unsafe(`to_char(j.at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`);
-const UUID = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
 const AT = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/;
 
 function encodeCursor(at: string, id: string): string {
@@ -40,8 +40,7 @@ function encodeCursor(at: string, id: string): string {
 }
 function decodeCursor(cursor: string): { at: string; id: string } {
   const [at = '', id = ''] = Buffer.from(cursor, 'base64url').toString('utf8').split('|');
-  if (!AT.test(at) || !UUID.test(id))
-    throw new AppError('invalid-request', 'querystring/cursor is not valid');
+  if (!AT.test(at) || !isUuid(id)) throw new AppError('invalid-request', 'querystring/cursor is not valid');
   return { at, id };
 }
 

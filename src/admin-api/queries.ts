@@ -1,12 +1,12 @@
 import type { Queryable } from '../db/db.ts';
 import { type SqlFragment, sql } from '../db/sql.ts';
 import { AppError } from '../errors.ts';
+import { isUuid } from '../util/uuid.ts';
 import { PAGE_DEFAULT } from './schemas.ts';
 
 /** Read models of the operator API: one row shape per object, pages ordered by id. */
 
 const iso = (d: unknown) => (d instanceof Date ? d.toISOString() : String(d));
-const UUID = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
 
 export interface PageQuery {
   limit?: string | undefined;
@@ -23,7 +23,7 @@ export const pageLimit = (q: PageQuery) => (q.limit ? Number(q.limit) : PAGE_DEF
 function pageWhere(alias: string, q: PageQuery, filters: SqlFragment[]): SqlFragment {
   const conds = [...filters];
   if (q.cursor !== undefined) {
-    if (!UUID.test(q.cursor)) throw new AppError('invalid-request', 'querystring/cursor is not valid');
+    if (!isUuid(q.cursor)) throw new AppError('invalid-request', 'querystring/cursor is not valid');
     conds.push(sql`${sql.ident(alias)}.id > ${q.cursor}::uuid`);
   }
   return conds.length ? sql`where ${sql.join(conds, ' and ')}` : sql``;

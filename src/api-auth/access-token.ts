@@ -16,6 +16,7 @@ import {
 } from 'jose';
 import type { Db } from '../db/db.ts';
 import { sql } from '../db/sql.ts';
+import { isUuid } from '../util/uuid.ts';
 import { checkAsymmetricAlgorithms, type DpopOptions, verifyDpopProof } from './dpop.ts';
 import { ApiAuthError, type ChallengeOptions, challenge, invalidToken } from './errors.ts';
 import { API_AUDIENCE, GRANT_CLAIM, type Principal, ROLE_CLAIM, type Role } from './principal.ts';
@@ -132,7 +133,6 @@ export type ApiTokenVerifier = {
 const MAX_TOKEN_LENGTH = 8192;
 /** RFC 6750 §2.1 b64token. */
 const AUTHORIZATION = /^(Bearer|DPoP) +([A-Za-z0-9\-._~+/]+=*)$/i;
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const JKT = /^[A-Za-z0-9_-]{43}$/;
 /** Claims only ID tokens carry (OIDC Core §2, §3.1.3.6, §3.3.2.11; FAPI `s_hash`). */
 const ID_TOKEN_CLAIMS = ['nonce', 'at_hash', 'c_hash', 's_hash'];
@@ -309,7 +309,7 @@ export function createApiTokenVerifier(opts: ApiTokenVerifierOptions): ApiTokenV
     if (t.role === 'operator') {
       if (opts.operatorActive && !(await opts.operatorActive(t.subject)))
         throw invalidToken('subject:operator-inactive', 'the access token names no active operator');
-      if (t.grantId !== undefined && opts.db) {
+      if (t.grantId !== undefined) {
         const r = await opts.db.one(
           sql`select 1 as r from revoked_grants where grant_id = ${t.grantId}`.named('api_grant_revoked'),
         );
@@ -326,7 +326,7 @@ export function createApiTokenVerifier(opts: ApiTokenVerifierOptions): ApiTokenV
     let row: { id: string } | undefined;
     if (kind === 'embedded') {
       // A non-UUID subject cannot be a resident id (and must not reach a uuid cast).
-      if (!UUID.test(t.subject)) throw invalidToken('subject:format');
+      if (!isUuid(t.subject)) throw invalidToken('subject:format');
       // Prepared once per connection: every resident API request runs it.
       // One round trip: the resident, and whether the token's grant was revoked.
       const found = await opts.db.one<{ id: string; revoked: boolean }>(

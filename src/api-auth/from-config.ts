@@ -4,11 +4,10 @@ import type { Config } from '../config/config.ts';
 import type { Db } from '../db/db.ts';
 import { sql } from '../db/sql.ts';
 import type { ReplayCache } from '../http-signatures/replay-cache.ts';
+import { isUuid } from '../util/uuid.ts';
 import { type ApiTokenVerifier, createApiTokenVerifier } from './access-token.ts';
 import { DpopNonces } from './dpop.ts';
 import { createExternalIdpVerifier, fetchTrusting } from './external-idp.ts';
-
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export type PublicApiVerifierDeps = {
   config: Config;
@@ -78,7 +77,7 @@ export function createPublicApiVerifier(deps: PublicApiVerifierDeps): ApiTokenVe
     // Operators of the embedded AS live in `operators` (migration 004): a disabled or deleted operator's
     // token stops working at once, as a removed resident's does.
     operatorActive: async (id) =>
-      UUID.test(id) &&
+      isUuid(id) &&
       (await deps.db.one(sql`select 1 as ok from operators where id = ${id} and enabled`)) !== undefined,
   });
 }
