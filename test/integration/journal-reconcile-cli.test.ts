@@ -5,17 +5,10 @@
  * the partner's from its own journal, compared `--offline`.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { promisify } from 'node:util';
-import {
-  type IntercomSimulator,
-  intercomPartnerEntry,
-  smartHomeTrust,
-  startIntercomSimulator,
-} from '../../simulator/intercom.ts';
+import { type IntercomSimulator, smartHomeTrust, startIntercomSimulator } from '../../simulator/intercom.ts';
 import { type LocalStack, startLocalStack } from '../../simulator/local-stack.ts';
 import { loadConfig } from '../../src/config/config.ts';
 import { sql } from '../../src/db/sql.ts';
@@ -26,8 +19,8 @@ import { outboundDoorOpener } from '../../src/resident-api/door-opener.ts';
 import { createResidentService } from '../../src/resident-api/service.ts';
 import { loadJournalLog } from '../../src/server.ts';
 import { smartHomeCli } from '../support/cli.ts';
+import { intercomWorld } from '../support/world.ts';
 
-const _run = promisify(execFile);
 let h: LocalStack;
 let sim: IntercomSimulator;
 let dataDir: string;
@@ -48,42 +41,7 @@ before(async () => {
         clientId: 'smart-home-at-north',
         doors: ['door-a'],
       });
-      return {
-        version: 1,
-        complexes: [
-          {
-            code: 'north',
-            name: 'ЖК Северный',
-            buildings: [
-              {
-                code: 'b1',
-                name: 'Корпус 1',
-                entrances: [{ code: 'e1', name: 'Подъезд 1', apartments: ['1'] }],
-              },
-            ],
-          },
-        ],
-        partners: [
-          intercomPartnerEntry(sim, ids.get('intercom-north')!, {
-            complexes: ['north'],
-            networks: ['127.0.0.1/32'],
-          }),
-        ],
-        devices: [
-          {
-            partner: 'intercom-north',
-            externalId: 'door-a',
-            kind: 'door',
-            name: 'Door A',
-            complex: 'north',
-            building: 'b1',
-            entrance: 'e1',
-          },
-        ],
-        residents: [
-          { ref: 'anna', fullName: 'Анна Петрова', phone: '+79001112233', apartments: ['north/b1/e1/1'] },
-        ],
-      };
+      return intercomWorld(ids, sim, ['door-a']);
     },
   });
   dataDir = h.dataDir;

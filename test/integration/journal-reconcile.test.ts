@@ -7,16 +7,11 @@
  */
 import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import {
-  type IntercomSimulator,
-  intercomPartnerEntry,
-  smartHomeTrust,
-  startIntercomSimulator,
-} from '../../simulator/intercom.ts';
+import { type IntercomSimulator, smartHomeTrust, startIntercomSimulator } from '../../simulator/intercom.ts';
 import { type LocalStack, startLocalStack } from '../../simulator/local-stack.ts';
 import { ResidentApp } from '../../simulator/resident-app.ts';
 import { sql } from '../../src/db/sql.ts';
@@ -33,7 +28,9 @@ import { outboundDoorOpener } from '../../src/resident-api/door-opener.ts';
 import { createResidentService } from '../../src/resident-api/service.ts';
 import { formatCheckpoint, noteSigner, parseCheckpoint, parseNote, signNote } from '../../src/tlog/note.ts';
 import { uuidv7 } from '../../src/util/uuid.ts';
+import { writeOAuthClients } from '../support/oauth-clients.ts';
 import { createTestDb } from '../support/test-db.ts';
+import { intercomWorld } from '../support/world.ts';
 
 const DOORS = ['door-a', 'door-b', 'door-r'];
 const WEB_REDIRECT = 'https://app.example/callback';
@@ -57,17 +54,14 @@ let simStopped = false;
 
 before(async () => {
   clientsDir = await mkdtemp(path.join(tmpdir(), 'smart-home-reconcile-'));
-  const clientsFile = path.join(clientsDir, 'oauth-clients.yaml');
-  await writeFile(
-    clientsFile,
-    [
-      'clients:',
-      '  - clientId: operator-console',
-      '    role: operator',
-      `    redirectUris: ["${WEB_REDIRECT}"]`,
-      `    clientSecret: ${CONSOLE_SECRET}`,
-    ].join('\n'),
-  );
+  const clientsFile = await writeOAuthClients(clientsDir, [
+    {
+      clientId: 'operator-console',
+      role: 'operator',
+      redirectUris: [WEB_REDIRECT],
+      clientSecret: CONSOLE_SECRET,
+    },
+  ]);
   h = await startLocalStack({
     partners: [{ code: 'intercom-north' }],
     db: await createTestDb(),
@@ -79,40 +73,7 @@ before(async () => {
         clientId: 'smart-home-at-north',
         doors: DOORS,
       });
-      return {
-        version: 1,
-        complexes: [
-          {
-            code: 'north',
-            name: 'ЖК Северный',
-            buildings: [
-              {
-                code: 'b1',
-                name: 'Корпус 1',
-                entrances: [{ code: 'e1', name: 'Подъезд 1', apartments: ['1'] }],
-              },
-            ],
-          },
-        ],
-        partners: [
-          intercomPartnerEntry(sim, ids.get('intercom-north')!, {
-            complexes: ['north'],
-            networks: ['127.0.0.1/32'],
-          }),
-        ],
-        devices: DOORS.map((externalId) => ({
-          partner: 'intercom-north',
-          externalId,
-          kind: 'door' as const,
-          name: `Door ${externalId}`,
-          complex: 'north',
-          building: 'b1',
-          entrance: 'e1',
-        })),
-        residents: [
-          { ref: 'anna', fullName: 'Анна Петрова', phone: '+79001112233', apartments: ['north/b1/e1/1'] },
-        ],
-      };
+      return intercomWorld(ids, sim, DOORS);
     },
   });
   reconciler = h.runtime.app.reconciler!;

@@ -12,12 +12,7 @@ import path from 'node:path';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import { Agent, request } from 'undici';
 import { journalVerifierKey, witnessVerifierKey } from '../../simulator/identity.ts';
-import {
-  type IntercomSimulator,
-  intercomPartnerEntry,
-  smartHomeTrust,
-  startIntercomSimulator,
-} from '../../simulator/intercom.ts';
+import { type IntercomSimulator, smartHomeTrust, startIntercomSimulator } from '../../simulator/intercom.ts';
 import { journalEntryBytes } from '../../simulator/journal.ts';
 import { rootFromTiles } from '../../simulator/journal-client.ts';
 import { type LocalStack, startLocalStack } from '../../simulator/local-stack.ts';
@@ -42,7 +37,6 @@ import {
   type Projection,
   type ProjectionRecord,
 } from '../../src/reconcile/projection.ts';
-import type { ProvisioningDocument } from '../../src/registry/document.ts';
 import { leafHash, rootOfLeafHashes } from '../../src/tlog/merkle.ts';
 import {
   noteSigner,
@@ -56,6 +50,7 @@ import { tilePath } from '../../src/tlog/tiles.ts';
 import { formatAddCheckpoint } from '../../src/tlog/witness.ts';
 import { uuidv7 } from '../../src/util/uuid.ts';
 import { createTestDb } from '../support/test-db.ts';
+import { intercomWorld } from '../support/world.ts';
 
 let h: LocalStack;
 let sim: IntercomSimulator;
@@ -63,35 +58,6 @@ let partnerId: string;
 let residentId: string;
 const DOORS = ['door-1', 'door-2'];
 const DAY = Date.UTC(2026, 10, 30);
-
-function world(ids: LocalStack['identities'], s: IntercomSimulator): ProvisioningDocument {
-  return {
-    version: 1,
-    complexes: [
-      {
-        code: 'north',
-        name: 'North',
-        buildings: [{ code: 'b1', name: 'B1', entrances: [{ code: 'e1', name: 'E1', apartments: ['1'] }] }],
-      },
-    ],
-    partners: [
-      intercomPartnerEntry(s, ids.get('intercom-north')!, {
-        complexes: ['north'],
-        networks: ['127.0.0.1/32'],
-      }),
-    ],
-    devices: DOORS.map((externalId) => ({
-      partner: 'intercom-north',
-      externalId,
-      kind: 'door' as const,
-      name: externalId,
-      complex: 'north',
-      building: 'b1',
-      entrance: 'e1',
-    })),
-    residents: [{ ref: 'anna', fullName: 'Anna', phone: '+79001112233', apartments: ['north/b1/e1/1'] }],
-  };
-}
 
 before(async () => {
   h = await startLocalStack({
@@ -104,7 +70,7 @@ before(async () => {
         clientId: 'smart-home-at-north',
         doors: DOORS,
       });
-      return world(ids, sim);
+      return intercomWorld(ids, sim, DOORS);
     },
   });
   // At setup the partner is given smart-home's journal verifier key: the log it witnesses.

@@ -1,4 +1,5 @@
 import type { PartnerIdentity } from '../../simulator/identity.ts';
+import { type IntercomSimulator, intercomPartnerEntry } from '../../simulator/intercom.ts';
 import type { ProvisioningDocument } from '../../src/registry/document.ts';
 
 /** Plates of the standard test world, as cameras would read them (Cyrillic, spaces, suffixes). */
@@ -130,6 +131,51 @@ export function standardWorld(ids: Map<string, PartnerIdentity>, now = new Date(
         validUntil: new Date(now.getTime() - 24 * hour).toISOString(),
         devices: ['barrier-north/gate-1'],
       },
+    ],
+  };
+}
+
+/**
+ * The intercom world: one complex, North, whose entrance b1/e1 has `doors` served by the intercom
+ * simulator `sim` as partner intercom-north (from 127.0.0.1); Anna lives in apartment 1.
+ */
+export function intercomWorld(
+  ids: Map<string, PartnerIdentity>,
+  sim: IntercomSimulator,
+  doors: readonly string[],
+): ProvisioningDocument {
+  return {
+    version: 1,
+    complexes: [
+      {
+        code: 'north',
+        name: 'ЖК Северный',
+        buildings: [
+          {
+            code: 'b1',
+            name: 'Корпус 1',
+            entrances: [{ code: 'e1', name: 'Подъезд 1', apartments: ['1'] }],
+          },
+        ],
+      },
+    ],
+    partners: [
+      intercomPartnerEntry(sim, ids.get('intercom-north')!, {
+        complexes: ['north'],
+        networks: ['127.0.0.1/32'],
+      }),
+    ],
+    devices: doors.map((externalId) => ({
+      partner: 'intercom-north',
+      externalId,
+      kind: 'door' as const,
+      name: `Door ${externalId}`,
+      complex: 'north',
+      building: 'b1',
+      entrance: 'e1',
+    })),
+    residents: [
+      { ref: 'anna', fullName: 'Анна Петрова', phone: '+79001112233', apartments: ['north/b1/e1/1'] },
     ],
   };
 }
