@@ -1,10 +1,8 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { promisify } from 'node:util';
 import { loadConfig } from '../../src/config/config.ts';
 import { appendJournal } from '../../src/journal/journal.ts';
 import { integrateAll } from '../../src/journal/log/sequencer.ts';
@@ -12,7 +10,6 @@ import { ensureDevelopmentMaterial, loadJournalLog } from '../../src/server.ts';
 import { smartHomeCli, withDataDb } from '../support/cli.ts';
 
 // The CLI on the embedded database of a data directory (PGlite), the way an operator runs it.
-const _run = promisify(execFile);
 let dir: string;
 const _env = () => ({
   ...process.env,

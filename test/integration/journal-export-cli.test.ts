@@ -1,10 +1,8 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { promisify } from 'node:util';
 import { loadConfig } from '../../src/config/config.ts';
 import { migrate } from '../../src/db/migrate.ts';
 import { openPgliteDb } from '../../src/db/pglite-db.ts';
@@ -15,7 +13,6 @@ import { uuidv7 } from '../../src/util/uuid.ts';
 import { smartHomeCli } from '../support/cli.ts';
 
 // `smart-home journal export` on the embedded database of a data directory, as an operator runs it.
-const _run = promisify(execFile);
 let dir: string;
 let outDir: string;
 const NORTH = '0193a000-0000-7000-8000-00000000000a';

@@ -4,12 +4,10 @@
  * configured journal key.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { promisify } from 'node:util';
 import { loadConfig } from '../../src/config/config.ts';
 import { verifyReport } from '../../src/journal/reconcile/report.ts';
 import {
@@ -24,7 +22,6 @@ import { ensureDevelopmentMaterial, loadJournalLog } from '../../src/server.ts';
 import { uuidv7 } from '../../src/util/uuid.ts';
 import { smartHomeCli } from '../support/cli.ts';
 
-const _run = promisify(execFile);
 let dir: string;
 const smartHome = smartHomeCli(() => dir, { cwd: () => dir });
 

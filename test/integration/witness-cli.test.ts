@@ -4,13 +4,11 @@
  * cosignatures of our checkpoints with their registered witness keys.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { generateKeyPairSync, randomUUID } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { promisify } from 'node:util';
 import { loadConfig } from '../../src/config/config.ts';
 import type { Db } from '../../src/db/db.ts';
 import { sql } from '../../src/db/sql.ts';
@@ -26,7 +24,6 @@ import {
 } from '../../src/tlog/note.ts';
 import { smartHomeCli, withDataDb } from '../support/cli.ts';
 
-const _run = promisify(execFile);
 let dir: string;
 const _env = () => ({
   ...process.env,
