@@ -86,14 +86,18 @@ export async function inclusionFor(
   };
 }
 
+/** The RFC 9162 consistency proof from `from` to `to` (0 < from ≤ to ≤ the stored tree), from the tiles. */
+export async function consistencyHashes(q: Queryable, from: number, to: number): Promise<Buffer[]> {
+  return consistencyProof(from, to, await nodeMap(q, consistencyNodes(from, to)));
+}
+
 export async function consistencyFor(q: Queryable, from: number, askedTo?: number) {
   const to = await treeSize(q, askedTo);
   if (from > to) throw new AppError('invalid-request', `from (${from}) is beyond to (${to})`);
-  const nodes = consistencyNodes(from, to);
   return {
     from,
     to,
-    proof: consistencyProof(from, to, await nodeMap(q, nodes)).map((h) => h.toString('base64')),
+    proof: (await consistencyHashes(q, from, to)).map((h) => h.toString('base64')),
     checkpoints: { from: await checkpointAt(q, from), to: await checkpointAt(q, to) },
   };
 }

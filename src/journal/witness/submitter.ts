@@ -27,7 +27,7 @@ import { AUDIT_SCOPE } from '../../outbound/partner-channel.ts';
 import type { PartnerDirectory, PartnerInfo } from '../../partners/partner-directory.ts';
 import { cosignatureTime, parseNote } from '../../tlog/note.ts';
 import { formatAddCheckpoint } from '../../tlog/witness.ts';
-import { consistencyFor } from '../log/proofs.ts';
+import { consistencyHashes } from '../log/proofs.ts';
 import { latestCheckpoint } from '../log/sequencer.ts';
 import { TLOG_SIZE_TYPE, witnessAlert } from './state.ts';
 
@@ -159,9 +159,7 @@ async function submitTo(
   if (oldSize === newest.size) return { ...base, outcome: 'current' };
   for (let attempt = 0; ; attempt++) {
     const proof =
-      oldSize === 0 || oldSize === newest.size
-        ? []
-        : (await consistencyFor(q, oldSize, newest.size)).proof.map((p) => Buffer.from(p, 'base64'));
+      oldSize === 0 || oldSize === newest.size ? [] : await consistencyHashes(q, oldSize, newest.size);
     const body = formatAddCheckpoint({ oldSize, proof, note: newest.note });
     let answer: Awaited<ReturnType<Outbound['send']>>;
     try {
