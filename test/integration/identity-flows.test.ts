@@ -6,7 +6,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { createLocalJWKSet, decodeJwt, jwtVerify } from 'jose';
 import * as oidc from 'openid-client';
-import { Agent, request, fetch as undiciFetch } from 'undici';
+import { Agent, request } from 'undici';
 import { Browser, csrfOf, residentSignInWalk } from '../../simulator/resident-app.ts';
 import { loadConfig } from '../../src/config/config.ts';
 import { sql } from '../../src/db/sql.ts';
@@ -17,6 +17,7 @@ import { PURPOSE_PII } from '../../src/registry/apply.ts';
 import { createRuntime, ensureDevelopmentMaterial, type Runtime } from '../../src/server.ts';
 import { freePort } from '../../src/util/free-port.ts';
 import { writeOAuthClients } from '../support/oauth-clients.ts';
+import { discoverClient } from '../support/oidc-client.ts';
 import { createTestDb } from '../support/test-db.ts';
 
 const REDIRECT = 'https://app.example/callback';
@@ -31,18 +32,7 @@ let agent: Agent;
 let residentId: string;
 let operatorSecret: Buffer;
 
-const tlsFetch: oidc.CustomFetch = (url, options) =>
-  undiciFetch(url, { ...(options as object), dispatcher: agent }) as unknown as Promise<Response>;
-
-async function discover(clientId: string, secret?: string) {
-  return oidc.discovery(
-    new URL(issuer),
-    clientId,
-    { id_token_signed_response_alg: 'ES256' },
-    secret ? oidc.ClientSecretBasic(secret) : oidc.None(),
-    { [oidc.customFetch]: tlsFetch },
-  );
-}
+const discover = (clientId: string, secret?: string) => discoverClient(issuer, agent, clientId, secret);
 
 const newBrowser = (lang = 'en') => new Browser(issuer, agent, lang);
 

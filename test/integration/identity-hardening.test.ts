@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import * as oidc from 'openid-client';
-import { Agent, fetch as undiciFetch } from 'undici';
+import { Agent } from 'undici';
 import { Browser, csrfOf } from '../../simulator/resident-app.ts';
 import { ConfigError, loadConfig } from '../../src/config/config.ts';
 import type { Db } from '../../src/db/db.ts';
@@ -22,6 +22,7 @@ import { PURPOSE_PII } from '../../src/registry/apply.ts';
 import { createRuntime, ensureDevelopmentMaterial, type Runtime } from '../../src/server.ts';
 import { freePort } from '../../src/util/free-port.ts';
 import { writeOAuthClients } from '../support/oauth-clients.ts';
+import { discoverClient } from '../support/oidc-client.ts';
 import { createTestDb } from '../support/test-db.ts';
 
 /**
@@ -52,18 +53,7 @@ let operatorSecret: Buffer;
 let operatorSecretBase32: string;
 const logLines: string[] = [];
 
-const tlsFetch: oidc.CustomFetch = (url, options) =>
-  undiciFetch(url, { ...(options as object), dispatcher: agent }) as unknown as Promise<Response>;
-
-async function discover(clientId: string, secret?: string) {
-  return oidc.discovery(
-    new URL(issuer),
-    clientId,
-    { id_token_signed_response_alg: 'ES256' },
-    secret ? oidc.ClientSecretBasic(secret) : oidc.None(),
-    { [oidc.customFetch]: tlsFetch },
-  );
-}
+const discover = (clientId: string, secret?: string) => discoverClient(issuer, agent, clientId, secret);
 
 /** Codes the console sender prints, collected while `fn` runs. */
 async function collectCodes<T>(fn: () => Promise<T>): Promise<{ result: T; codes: string[] }> {
