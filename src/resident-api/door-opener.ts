@@ -1,3 +1,4 @@
+import type { DoorOutcome } from '../outbound/door-open.ts';
 import { OutboundError } from '../outbound/errors.ts';
 import type { Outbound } from '../outbound/outbound.ts';
 
@@ -7,8 +8,9 @@ import type { Outbound } from '../outbound/outbound.ts';
  * outcome. The channel computes the per-partner pseudonym, signs the request, and never sends or
  * retries after `expiresAt`.
  */
-export type DoorOutcome = 'opened' | 'rejected' | 'expired' | 'device_offline' | 'timeout' | 'partner_error';
+export type { DoorOutcome };
 
+/** Every outcome of {@link DoorOutcome}: what the resident API answers and journals. */
 export const DOOR_OUTCOMES: readonly DoorOutcome[] = [
   'opened',
   'rejected',

@@ -1,6 +1,7 @@
 import { type Static, Type as T, type TSchema } from '@sinclair/typebox';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { AppError } from '../errors.ts';
+import { DOOR_OUTCOMES } from './door-opener.ts';
 import { createResidentService, type ResidentServiceDeps } from './service.ts';
 
 /**
@@ -103,14 +104,7 @@ const NewGuestPass = obj({
 const DoorResult = obj({
   commandId: Uuid,
   accessPointId: Uuid,
-  status: T.Union([
-    T.Literal('opened'),
-    T.Literal('rejected'),
-    T.Literal('expired'),
-    T.Literal('device_offline'),
-    T.Literal('timeout'),
-    T.Literal('partner_error'),
-  ]),
+  status: T.Union(DOOR_OUTCOMES.map((s) => T.Literal(s))),
   at: DateTime,
 });
 
