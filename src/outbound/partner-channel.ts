@@ -389,11 +389,6 @@ export class PartnerChannel {
   async close(): Promise<void> {
     await this.#agent.close();
   }
-
-  /** Closes at once, abandoning calls in flight (a replaced registration). */
-  async destroy(): Promise<void> {
-    await this.#agent.destroy();
-  }
 }
 
 async function readLimited(
