@@ -137,8 +137,18 @@ export function indexProjections(projections: Iterable<Projection>): {
 } {
   const items: ProjectionItem[] = [];
   for (const p of projections) items.push(projectionItem(p));
+  return indexItems(items);
+}
+
+/**
+ * A ReconIndex over items, which it sorts in place (any order; the same (time, element) twice counts
+ * once, the first kept). Returns the index and the unique items sorted.
+ */
+export function indexItems<T extends { time: number; element: Uint8Array }>(
+  items: T[],
+): { index: ReconIndex; items: T[] } {
   items.sort(compareItems);
-  const unique: ProjectionItem[] = [];
+  const unique: T[] = [];
   for (const it of items) {
     const prev = unique[unique.length - 1];
     if (prev !== undefined && compareItems(prev, it) === 0) continue;

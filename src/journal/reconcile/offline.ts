@@ -12,12 +12,12 @@
  */
 import { createReadStream } from 'node:fs';
 import { createInterface } from 'node:readline';
-import { concatIndexes, ID_SIZE, ReconIndex } from '../../reconcile/index.ts';
+import { concatIndexes, type ReconIndex } from '../../reconcile/index.ts';
 import { Negentropy } from '../../reconcile/negentropy.ts';
 import {
-  compareItems,
   elementHex,
   eventTime,
+  indexItems,
   parseProjection,
   projectionElement,
 } from '../../reconcile/projection.ts';
@@ -75,27 +75,10 @@ export async function readProjectionFile(file: string): Promise<ProjectionFile> 
 }
 
 function indexOf(items: SideItem[]): { index: ReconIndex; byKey: Map<string, SideItem> } {
-  const sorted = items
-    .map((it) => ({ ...it, bytes: Buffer.from(it.element, 'hex') }))
-    .sort((a, b) => compareItems({ time: a.time, element: a.bytes }, { time: b.time, element: b.bytes }));
-  const unique = sorted.filter(
-    (it, i) =>
-      i === 0 ||
-      compareItems(
-        { time: sorted[i - 1]!.time, element: sorted[i - 1]!.bytes },
-        { time: it.time, element: it.bytes },
-      ) !== 0,
+  const { index, items: unique } = indexItems(
+    items.map((side) => ({ side, time: side.time, element: Buffer.from(side.element, 'hex') })),
   );
-  const times = new Float64Array(unique.length);
-  const ids = new Uint8Array(unique.length * ID_SIZE);
-  const byKey = new Map<string, SideItem>();
-  unique.forEach((it, i) => {
-    times[i] = it.time;
-    ids.set(it.bytes, i * ID_SIZE);
-    const { bytes: _b, ...side } = it;
-    byKey.set(`${it.time}/${it.element}`, side);
-  });
-  return { index: ReconIndex.fromSorted(times, ids), byKey };
+  return { index, byKey: new Map(unique.map(({ side }) => [`${side.time}/${side.element}`, side])) };
 }
 
 /** Compares two sets of items within [from, to): the differences and the round trips it took. */
@@ -112,20 +95,18 @@ export function compareOffline(
   const server = new Negentropy(sb, { frameSizeLimit: opts.frameBytes ?? 0 });
   const have: SideItem[] = [];
   const need: SideItem[] = [];
-  const aByElement = new Map<string, SideItem[]>();
-  for (const it of a.byKey.values()) {
-    if (it.time < opts.from || it.time >= opts.to) continue;
-    const l = aByElement.get(it.element);
-    if (l) l.push(it);
-    else aByElement.set(it.element, [it]);
-  }
-  const bByElement = new Map<string, SideItem[]>();
-  for (const it of b.byKey.values()) {
-    if (it.time < opts.from || it.time >= opts.to) continue;
-    const l = bByElement.get(it.element);
-    if (l) l.push(it);
-    else bByElement.set(it.element, [it]);
-  }
+  const byElement = (items: Iterable<SideItem>) => {
+    const m = new Map<string, SideItem[]>();
+    for (const it of items) {
+      if (it.time < opts.from || it.time >= opts.to) continue;
+      const l = m.get(it.element);
+      if (l) l.push(it);
+      else m.set(it.element, [it]);
+    }
+    return m;
+  };
+  const aByElement = byElement(a.byKey.values());
+  const bByElement = byElement(b.byKey.values());
   let rounds = 0;
   let msg: Buffer | null = client.initiate();
   const haveIds: Buffer[] = [];
