@@ -6,7 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { exportJWK, generateKeyPair, type JWK, SignJWT } from 'jose';
 import { Agent, request } from 'undici';
-import { type IntercomSimulator, startIntercomSimulator } from '../../simulator/intercom.ts';
+import type { IntercomSimulator } from '../../simulator/intercom.ts';
 import { type LocalStack, startLocalStack } from '../../simulator/local-stack.ts';
 import type { PartnerClient } from '../../simulator/partner-client.ts';
 import { createApiTokenVerifier } from '../../src/api-auth/access-token.ts';
@@ -21,7 +21,7 @@ import { type DoorOpener, outboundDoorOpener } from '../../src/resident-api/door
 import { residentApi, residentIdOf } from '../../src/resident-api/routes.ts';
 import { uuidv7 } from '../../src/util/uuid.ts';
 import { createTestDb } from '../support/test-db.ts';
-import { PLATES, standardWorld } from '../support/world.ts';
+import { deviceId, PLATES, standardIntercom, standardWorld } from '../support/world.ts';
 
 /**
  * The resident API over real TLS, on the standard world plus the simulator's intercom doors reached
@@ -90,11 +90,7 @@ function serverTimingOf(headers: Record<string, unknown>): { partner: number; to
   return { partner: Number(m[1]), total: Number(m[2]) };
 }
 
-const device = async (partner: string, externalId: string) =>
-  (await h.runtime.db.one<{ id: string }>(
-    sql`select d.id from devices d join partners p on p.id = d.partner_id
-        where p.code = ${partner} and d.external_id = ${externalId}`,
-  ))!.id;
+const device = (partner: string, externalId: string) => deviceId(h.runtime.db, partner, externalId);
 
 before(async () => {
   h = await startLocalStack({
@@ -102,30 +98,14 @@ before(async () => {
     partners: [{ code: 'barrier-north' }, { code: 'barrier-south' }, { code: 'intercom-north' }],
     document: async (identities, dataDir) => {
       const doc = standardWorld(identities);
-      const id = identities.get('intercom-north')!;
-      const smartHomeKey: JWK = JSON.parse(
-        await readFile(path.join(dataDir, 'keys', 'response-signing.jwk'), 'utf8'),
+      const intercom = await standardIntercom(
+        identities,
+        dataDir,
+        ['door-b1e1', 'door-b2', 'door-off', 'door-s'],
+        ['north', 'south'],
       );
-      delete smartHomeKey.d;
-      sim = await startIntercomSimulator({
-        identity: id,
-        clientCa: await readFile(path.join(dataDir, 'pki', 'service-ca.crt'), 'utf8'),
-        smartHomeKey,
-        clientId: 'smart-home-at-intercom',
-        doors: ['door-b1e1', 'door-b2', 'door-off', 'door-s'],
-      });
-      doc.partners!.push({
-        code: 'intercom-north',
-        name: 'Intercom vendor',
-        scopes: ['events:write'],
-        complexes: ['north', 'south'],
-        networks: ['127.0.0.5/32'],
-        certificates: [id.thumbprint],
-        signingKeys: [id.signing.publicJwk as never],
-        encryptionKeys: [id.encryption.publicJwk as never],
-        baseUrl: sim.url,
-        outbound: { serverCa: sim.serverCaPem, clientId: sim.clientId },
-      });
+      sim = intercom.sim;
+      doc.partners!.push(intercom.partner);
       const door = (externalId: string, name: string, complex: string, more: object = {}) => ({
         partner: 'intercom-north',
         externalId,

@@ -4,13 +4,13 @@
 // the simulator's intercom, and a barrier partner asking for decisions over the partner API.
 import assert from 'node:assert/strict';
 import { createHmac, createPublicKey, hash, randomUUID } from 'node:crypto';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { base64url, type CryptoKey, exportJWK, generateKeyPair, importJWK, type JWK, SignJWT } from 'jose';
 import { Agent, request } from 'undici';
-import { type IntercomSimulator, startIntercomSimulator } from '../../simulator/intercom.ts';
+import type { IntercomSimulator } from '../../simulator/intercom.ts';
 import { type LocalStack, startLocalStack } from '../../simulator/local-stack.ts';
 import type { PartnerClient } from '../../simulator/partner-client.ts';
 import { consoleOtp, ResidentApp, type ResidentAppOptions } from '../../simulator/resident-app.ts';
@@ -19,7 +19,7 @@ import { createOperator } from '../../src/identity/operators.ts';
 import { loadSigningKey } from '../../src/keys/service-keys.ts';
 import { writeOAuthClients } from '../support/oauth-clients.ts';
 import { createTestDb } from '../support/test-db.ts';
-import { standardWorld } from '../support/world.ts';
+import { deviceId, standardIntercom, standardWorld } from '../support/world.ts';
 
 /** Anna of the standard world: North, building 1, entrance 1. */
 const PHONE = '+79001112233';
@@ -123,30 +123,9 @@ before(async () => {
     env: { SMART_HOME_OAUTH_CLIENTS_FILE: clientsFile },
     document: async (identities, dataDir) => {
       const doc = standardWorld(identities);
-      const id = identities.get('intercom-north')!;
-      const smartHomeKey: JWK = JSON.parse(
-        await readFile(path.join(dataDir, 'keys', 'response-signing.jwk'), 'utf8'),
-      );
-      delete smartHomeKey.d;
-      sim = await startIntercomSimulator({
-        identity: id,
-        clientCa: await readFile(path.join(dataDir, 'pki', 'service-ca.crt'), 'utf8'),
-        smartHomeKey,
-        clientId: 'smart-home-at-intercom',
-        doors: ['door-b1e1'],
-      });
-      doc.partners!.push({
-        code: 'intercom-north',
-        name: 'Intercom vendor',
-        scopes: ['events:write'],
-        complexes: ['north'],
-        networks: ['127.0.0.5/32'],
-        certificates: [id.thumbprint],
-        signingKeys: [id.signing.publicJwk as never],
-        encryptionKeys: [id.encryption.publicJwk as never],
-        baseUrl: sim.url,
-        outbound: { serverCa: sim.serverCaPem, clientId: sim.clientId },
-      });
+      const intercom = await standardIntercom(identities, dataDir, ['door-b1e1'], ['north']);
+      sim = intercom.sim;
+      doc.partners!.push(intercom.partner);
       for (const [ref, phone] of Object.entries(NEIGHBOURS))
         doc.residents!.push({ ref, fullName: `Сосед ${ref}`, phone, apartments: ['north/b1/e1/2'] });
       doc.devices!.push({
@@ -171,10 +150,7 @@ before(async () => {
     ['gateS', 'barrier-south', 'gate-s'],
     ['door', 'intercom-north', 'door-b1e1'],
   ] as const) {
-    ids[k] = (await h.runtime.db.one<{ id: string }>(
-      sql`select d.id from devices d join partners p on p.id = d.partner_id
-          where p.code = ${p} and d.external_id = ${e}`,
-    ))!.id;
+    ids[k] = await deviceId(h.runtime.db, p, e);
   }
   const op = await createOperator({ db: h.runtime.db, cipher: h.runtime.cipher }, 'duty.ops', OP_PASSWORD);
   totpSecret = new URL(op.otpauthUri).searchParams.get('secret')!;

@@ -1,5 +1,14 @@
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import type { JWK } from 'jose';
 import type { PartnerIdentity } from '../../simulator/identity.ts';
-import { type IntercomSimulator, intercomPartnerEntry } from '../../simulator/intercom.ts';
+import {
+  type IntercomSimulator,
+  intercomPartnerEntry,
+  startIntercomSimulator,
+} from '../../simulator/intercom.ts';
+import type { Db } from '../../src/db/db.ts';
+import { sql } from '../../src/db/sql.ts';
 import type { ProvisioningDocument } from '../../src/registry/document.ts';
 
 /** Plates of the standard test world, as cameras would read them (Cyrillic, spaces, suffixes). */
@@ -178,4 +187,53 @@ export function intercomWorld(
       { ref: 'anna', fullName: 'Анна Петрова', phone: '+79001112233', apartments: ['north/b1/e1/1'] },
     ],
   };
+}
+
+/**
+ * The intercom beside the standard world: the simulator as intercom-north (our client id
+ * smart-home-at-intercom) with `doors`, trusting the service CA and response-signing key of `dataDir`;
+ * and its provisioning entry, serving `complexes` from 127.0.0.5 (no journal keys). The caller adds the
+ * entry and its doors to the document.
+ */
+export async function standardIntercom(
+  ids: Map<string, PartnerIdentity>,
+  dataDir: string,
+  doors: string[],
+  complexes: string[],
+): Promise<{ sim: IntercomSimulator; partner: NonNullable<ProvisioningDocument['partners']>[number] }> {
+  const id = ids.get('intercom-north')!;
+  const smartHomeKey: JWK = JSON.parse(
+    await readFile(path.join(dataDir, 'keys', 'response-signing.jwk'), 'utf8'),
+  );
+  delete smartHomeKey.d;
+  const sim = await startIntercomSimulator({
+    identity: id,
+    clientCa: await readFile(path.join(dataDir, 'pki', 'service-ca.crt'), 'utf8'),
+    smartHomeKey,
+    clientId: 'smart-home-at-intercom',
+    doors,
+  });
+  return {
+    sim,
+    partner: {
+      code: 'intercom-north',
+      name: 'Intercom vendor',
+      scopes: ['events:write'],
+      complexes,
+      networks: ['127.0.0.5/32'],
+      certificates: [id.thumbprint],
+      signingKeys: [id.signing.publicJwk as never],
+      encryptionKeys: [id.encryption.publicJwk as never],
+      baseUrl: sim.url,
+      outbound: { serverCa: sim.serverCaPem, clientId: sim.clientId },
+    },
+  };
+}
+
+/** A device's id by its partner's code and its external id. */
+export async function deviceId(db: Db, partner: string, externalId: string): Promise<string> {
+  return (await db.one<{ id: string }>(
+    sql`select d.id from devices d join partners p on p.id = d.partner_id
+        where p.code = ${partner} and d.external_id = ${externalId}`,
+  ))!.id;
 }
