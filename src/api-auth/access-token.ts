@@ -307,14 +307,18 @@ export function createApiTokenVerifier(opts: ApiTokenVerifierOptions): ApiTokenV
 
   async function principalOf(t: VerifiedApiToken): Promise<Principal> {
     if (t.role === 'operator') {
-      if (opts.operatorActive && !(await opts.operatorActive(t.subject)))
+      // Both look-ups at once (each its own round trip); an inactive operator is named before a revoked grant.
+      const [active, revokedGrant] = await Promise.all([
+        opts.operatorActive ? opts.operatorActive(t.subject) : true,
+        t.grantId === undefined
+          ? undefined
+          : opts.db.one(
+              sql`select 1 as r from revoked_grants where grant_id = ${t.grantId}`.named('api_grant_revoked'),
+            ),
+      ]);
+      if (!active)
         throw invalidToken('subject:operator-inactive', 'the access token names no active operator');
-      if (t.grantId !== undefined) {
-        const r = await opts.db.one(
-          sql`select 1 as r from revoked_grants where grant_id = ${t.grantId}`.named('api_grant_revoked'),
-        );
-        if (r) throw revoked();
-      }
+      if (revokedGrant) throw revoked();
       return {
         kind: 'operator',
         operatorId: t.subject,

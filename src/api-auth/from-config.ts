@@ -78,6 +78,9 @@ export function createPublicApiVerifier(deps: PublicApiVerifierDeps): ApiTokenVe
     // token stops working at once, as a removed resident's does.
     operatorActive: async (id) =>
       isUuid(id) &&
-      (await deps.db.one(sql`select 1 as ok from operators where id = ${id} and enabled`)) !== undefined,
+      (await deps.db.one(
+        // Prepared once per connection: every operator API request runs it.
+        sql`select 1 as ok from operators where id = ${id} and enabled`.named('api_operator_active'),
+      )) !== undefined,
   });
 }
