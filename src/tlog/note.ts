@@ -157,6 +157,15 @@ export function signatureLine(name: string, id: number, sig: Uint8Array): string
   return `${EM_DASH} ${name} ${Buffer.concat([head, sig]).toString('base64')}`;
 }
 
+/** One signature line (without its newline); nothing is verified. */
+export function parseSignatureLine(line: string): NoteSignature {
+  const m = /^\u2014 (\S+) ([A-Za-z0-9+/]+={0,2})$/u.exec(line);
+  if (!m) throw new NoteError('malformed signature line');
+  const raw = Buffer.from(m[2]!, 'base64');
+  if (raw.length < 5) throw new NoteError('signature too short');
+  return { name: m[1]!, keyId: raw.readUInt32BE(0), sig: raw.subarray(4), line };
+}
+
 function checkText(text: string): void {
   if (!text.endsWith('\n')) throw new NoteError('the note text must end in a newline');
   // biome-ignore lint/suspicious/noControlCharactersInRegex: the format forbids them
@@ -184,13 +193,7 @@ export function parseNote(note: string | Uint8Array): { text: string; signatures
   const rest = s.slice(split + 2);
   if (!rest.endsWith('\n')) throw new NoteError('the signatures must end in a newline');
   const signatures: NoteSignature[] = [];
-  for (const line of rest.slice(0, -1).split('\n')) {
-    const m = /^\u2014 (\S+) ([A-Za-z0-9+/]+={0,2})$/u.exec(line);
-    if (!m) throw new NoteError('malformed signature line');
-    const raw = Buffer.from(m[2]!, 'base64');
-    if (raw.length < 5) throw new NoteError('signature too short');
-    signatures.push({ name: m[1]!, keyId: raw.readUInt32BE(0), sig: raw.subarray(4), line });
-  }
+  for (const line of rest.slice(0, -1).split('\n')) signatures.push(parseSignatureLine(line));
   if (signatures.length === 0) throw new NoteError('no signatures');
   if (signatures.length > MAX_SIGNATURES) throw new NoteError('too many signatures');
   return { text, signatures };

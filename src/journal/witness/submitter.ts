@@ -25,7 +25,7 @@ import { OutboundError } from '../../outbound/errors.ts';
 import type { Outbound } from '../../outbound/outbound.ts';
 import { AUDIT_SCOPE } from '../../outbound/partner-channel.ts';
 import type { PartnerDirectory, PartnerInfo } from '../../partners/partner-directory.ts';
-import { cosignatureTime, parseNote } from '../../tlog/note.ts';
+import { cosignatureTime, type NoteSignature, parseNote, parseSignatureLine } from '../../tlog/note.ts';
 import { formatAddCheckpoint } from '../../tlog/witness.ts';
 import { consistencyHashes } from '../log/proofs.ts';
 import { latestCheckpoint } from '../log/sequencer.ts';
@@ -216,21 +216,23 @@ async function submitTo(
     }
     // 200: a cosignature/v1 line by the registered witness key over exactly our checkpoint.
     const checkpointText = Buffer.from(parseNote(newest.note).text, 'utf8');
-    let line: { text: string; sig: Buffer } | undefined;
+    let line: NoteSignature | undefined;
     for (const l of text.split('\n')) {
-      const m = /^\u2014 (\S+) ([A-Za-z0-9+/]+={0,2})$/u.exec(l);
-      if (!m || m[1] !== witness.name) continue;
-      const raw = Buffer.from(m[2]!, 'base64');
-      if (raw.length < 5 || raw.readUInt32BE(0) !== witness.verifier.keyId) continue;
-      const sig = raw.subarray(4);
-      if (witness.verifier.verify(checkpointText, sig)) {
-        line = { text: l, sig };
+      let s: NoteSignature;
+      try {
+        s = parseSignatureLine(l);
+      } catch {
+        continue;
+      }
+      if (s.name !== witness.name || s.keyId !== witness.verifier.keyId) continue;
+      if (witness.verifier.verify(checkpointText, s.sig)) {
+        line = s;
         break;
       }
     }
     if (!line)
       return alert('bad-cosignature', 'no valid cosignature by the registered witness key', { status: 200 });
-    const cosigned = `${newest.note}${line.text}\n`;
+    const cosigned = `${newest.note}${line.line}\n`;
     await q.query(sql`insert into witness_cosignatures (partner_id, size, root, note, witness_key, cosigned_at)
       values (${partner.id}::uuid, ${String(newest.size)}::bigint, ${newest.root}, ${cosigned}, ${witness.key},
         to_timestamp(${cosignatureTime(line.sig)}))
