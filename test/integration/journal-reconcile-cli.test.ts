@@ -28,6 +28,9 @@ const opened: Projection[] = [];
 let from: string;
 let to: string;
 
+/** The partner and the window of its door opens, as the commands name them. */
+const partnerWindow = () => ['--partner', 'intercom-north', '--from', from, '--to', to];
+
 const smartHome = smartHomeCli(() => dataDir, { cwd: () => dataDir, nodeEnv: 'test', timeoutMs: 120_000 });
 
 before(async () => {
@@ -72,18 +75,7 @@ after(async () => {
 });
 
 test('the CLI reconciles with the partner: a table, exit 0 when they agree, 1 with the difference found', async () => {
-  const ok = await smartHome(
-    'journal',
-    'reconcile',
-    '--partner',
-    'intercom-north',
-    '--from',
-    from,
-    '--to',
-    to,
-    '--out',
-    'ok.json',
-  );
+  const ok = await smartHome('journal', 'reconcile', ...partnerWindow(), '--out', 'ok.json');
   assert.equal(ok.code, 0, ok.stderr);
   assert.match(ok.stdout, /^partner intercom-north, /);
   assert.match(ok.stdout, /total\s+0\n/);
@@ -95,18 +87,7 @@ test('the CLI reconciles with the partner: a table, exit 0 when they agree, 1 wi
 
   sim.journal.drop(opened[2]!.eventId);
   try {
-    const diff = await smartHome(
-      'journal',
-      'reconcile',
-      '--partner',
-      'intercom-north',
-      '--from',
-      from,
-      '--to',
-      to,
-      '--out',
-      'diff.json',
-    );
+    const diff = await smartHome('journal', 'reconcile', ...partnerWindow(), '--out', 'diff.json');
     assert.equal(diff.code, 1, diff.stderr);
     assert.match(diff.stdout, /missing_at_partner\s+1\n/);
     assert.match(diff.stdout, /total\s+1\n/);
@@ -130,12 +111,7 @@ test('the auditor: our export and the partner’s journal compared offline find 
     'journal',
     'export',
     '--projections',
-    '--partner',
-    'intercom-north',
-    '--from',
-    from,
-    '--to',
-    to,
+    ...partnerWindow(),
     '--out',
     'ours.jsonl',
   );

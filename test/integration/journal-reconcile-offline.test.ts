@@ -24,6 +24,8 @@ import { smartHomeCli } from '../support/cli.ts';
 
 let dir: string;
 const smartHome = smartHomeCli(() => dir, { cwd: () => dir });
+/** `smart-home journal reconcile --offline …` */
+const offline = (...args: string[]) => smartHome('journal', 'reconcile', '--offline', ...args);
 
 const record = (p: Projection, atShift = 0) =>
   JSON.stringify({
@@ -79,15 +81,7 @@ before(async () => {
 after(() => rm(dir, { recursive: true, force: true }));
 
 test('offline: every kind of difference found once, nothing else; the report verifies', async () => {
-  const r = await smartHome(
-    'journal',
-    'reconcile',
-    '--offline',
-    'ours.jsonl',
-    'theirs.jsonl',
-    '--out',
-    'r.json',
-  );
+  const r = await offline('ours.jsonl', 'theirs.jsonl', '--out', 'r.json');
   assert.equal(r.code, 1, r.stderr);
   assert.match(r.stdout, /missing_at_partner\s+1\n/);
   assert.match(r.stdout, /missing_at_us\s+1\n/);
@@ -120,21 +114,10 @@ test('offline: every kind of difference found once, nothing else; the report ver
 });
 
 test('offline: the same file twice has no difference (exit 0); a tolerance above the shift hides it', async () => {
-  const same = await smartHome(
-    'journal',
-    'reconcile',
-    '--offline',
-    'ours.jsonl',
-    'ours.jsonl',
-    '--out',
-    'same.json',
-  );
+  const same = await offline('ours.jsonl', 'ours.jsonl', '--out', 'same.json');
   assert.equal(same.code, 0, same.stderr);
   assert.match(same.stdout, /total\s+0\n/);
-  const tolerant = await smartHome(
-    'journal',
-    'reconcile',
-    '--offline',
+  const tolerant = await offline(
     'ours.jsonl',
     'theirs.jsonl',
     '--skew-tolerance',
@@ -149,10 +132,7 @@ test('offline: the same file twice has no difference (exit 0); a tolerance above
 
 test('offline: a window cuts both files by eventId time', async () => {
   const to = new Date(eventTime(dropped.eventId)).toISOString();
-  const r = await smartHome(
-    'journal',
-    'reconcile',
-    '--offline',
+  const r = await offline(
     'ours.jsonl',
     'theirs.jsonl',
     '--from',
@@ -173,15 +153,15 @@ test('offline: a window cuts both files by eventId time', async () => {
 
 test('offline: a line that is no projection, or whose element lies, stops the run (exit 2)', async () => {
   await writeFile(path.join(dir, 'bad.jsonl'), `${record(all[0]!)}\n{"eventId":"x"}\n`);
-  const bad = await smartHome('journal', 'reconcile', '--offline', 'ours.jsonl', 'bad.jsonl');
+  const bad = await offline('ours.jsonl', 'bad.jsonl');
   assert.equal(bad.code, 2);
   assert.match(bad.stderr, /bad\.jsonl:2/);
   const lying = JSON.parse(record(all[0]!));
   lying.element = elementHex(projectionElement(all[1]!));
   await writeFile(path.join(dir, 'lying.jsonl'), `${JSON.stringify(lying)}\n`);
-  const r = await smartHome('journal', 'reconcile', '--offline', 'ours.jsonl', 'lying.jsonl');
+  const r = await offline('ours.jsonl', 'lying.jsonl');
   assert.equal(r.code, 2);
   assert.match(r.stderr, /element is not its projection/);
-  const usage = await smartHome('journal', 'reconcile', '--offline', 'ours.jsonl');
+  const usage = await offline('ours.jsonl');
   assert.equal(usage.code, 2);
 });
