@@ -74,10 +74,13 @@ export interface NoteSigner {
   verifierKey: string;
 }
 
+/** A key id as signed-note writes it: 8 lowercase hex digits. */
+export const keyIdHex = (id: number): string => id.toString(16).padStart(8, '0');
+
 /** The `<name>+<hex key id>+<base64(type ‖ key)>` verifier key string of signed-note. */
 export function verifierKeyString(name: string, publicKey: Uint8Array, type = SIG_ED25519): string {
   checkKeyName(name);
-  const id = keyId(name, type, publicKey).toString(16).padStart(8, '0');
+  const id = keyIdHex(keyId(name, type, publicKey));
   return `${name}+${id}+${Buffer.concat([Buffer.from([type]), publicKey]).toString('base64')}`;
 }
 

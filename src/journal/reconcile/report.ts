@@ -12,7 +12,7 @@
  * one partners and auditors already check checkpoints with; `verifyReport` checks a file against it.
  */
 import { createHash } from 'node:crypto';
-import { type NoteSigner, type NoteVerifier, parseCheckpoint, parseNote } from '../../tlog/note.ts';
+import { keyIdHex, type NoteSigner, type NoteVerifier, parseCheckpoint, parseNote } from '../../tlog/note.ts';
 import { canonicalJson } from '../../util/jcs.ts';
 import type { Difference, Summary } from './classify.ts';
 
@@ -83,7 +83,7 @@ export function signReport(given: ReconcileReport, signer: NoteSigner): SignedRe
       alg: 'Ed25519',
       context: REPORT_CONTEXT,
       keyName: signer.name,
-      keyId: signer.keyId.toString(16).padStart(8, '0'),
+      keyId: keyIdHex(signer.keyId),
       verifierKey: signer.verifierKey,
       value: signer.sign(signedBytes(report)).toString('base64'),
     },
@@ -96,8 +96,7 @@ export function verifyReport(signed: unknown, verifier: NoteVerifier): boolean {
   if (!s || typeof s !== 'object' || !s.report || !s.signature) return false;
   const sig = s.signature;
   if (sig.alg !== 'Ed25519' || sig.context !== REPORT_CONTEXT || typeof sig.value !== 'string') return false;
-  if (sig.keyName !== verifier.name || sig.keyId !== verifier.keyId.toString(16).padStart(8, '0'))
-    return false;
+  if (sig.keyName !== verifier.name || sig.keyId !== keyIdHex(verifier.keyId)) return false;
   return verifier.verify(signedBytes(s.report), Buffer.from(sig.value, 'base64'));
 }
 
