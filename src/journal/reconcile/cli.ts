@@ -42,7 +42,8 @@ export interface CliHelpers {
   fail(message: string, code?: number): never;
   /** Development material ensured, the journal log's identity. */
   journalLog(cfg: Config): Promise<LogIdentity>;
-  withDb<T>(fn: (deps: { db: Db; cipher: FieldCipher }) => Promise<T>): Promise<T>;
+  /** The migrated database; `cfg` is the configuration the command already loaded (loaded once). */
+  withDb<T>(fn: (deps: { db: Db; cipher: FieldCipher }) => Promise<T>, cfg?: Config): Promise<T>;
 }
 
 interface Opts {
@@ -198,7 +199,7 @@ async function online(
     } finally {
       await outbound.close();
     }
-  });
+  }, cfg);
 }
 
 async function offline(
