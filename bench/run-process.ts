@@ -6,16 +6,33 @@ export function startJsonProcess<T>(script: string, args: string[], env: NodeJS.
   const child = spawn(process.execPath, [script, ...args], { env, stdio: ['ignore', 'pipe', 'inherit'] });
   const first = new Promise<T>((resolve, reject) => {
     const rl = createInterface({ input: child.stdout! });
-    rl.once('line', (line) => {
+    let ready = false;
+    rl.on('line', (line) => {
+      if (ready) return;
+      let parsed: unknown;
       try {
-        resolve(JSON.parse(line) as T);
+        parsed = JSON.parse(line);
       } catch {
         reject(new Error(`${script}: unexpected output: ${line}`));
+        return;
       }
+      // The service's own log lines (pino: numeric level, msg) go to stderr; the first other line is the answer.
+      if (isLogLine(parsed)) {
+        process.stderr.write(`${line}\n`);
+        return;
+      }
+      ready = true;
+      resolve(parsed as T);
     });
     child.once('exit', (code) => reject(new Error(`${script} exited with ${code} before it was ready`)));
   });
   return { child, ready: first };
+}
+
+function isLogLine(v: unknown): boolean {
+  return (
+    typeof v === 'object' && v !== null && typeof (v as { level?: unknown }).level === 'number' && 'msg' in v
+  );
 }
 
 export async function stop(child: ChildProcess): Promise<void> {
