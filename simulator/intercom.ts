@@ -35,6 +35,7 @@ import { DoorCommandBody } from '../src/outbound/door-open.ts';
 import { certThumbprintS256, createCa, issueServerCert, type KeyPairPem } from '../src/pki/certificates.ts';
 import { doorOpenProjection } from '../src/reconcile/projection.ts';
 import type { ProvisioningDocument } from '../src/registry/document.ts';
+import { EVENTS_READ_SCOPE, eventsRoutes, type PartnerEventsEndpoint } from './events-server.ts';
 import { journalVerifierKey, type PartnerIdentity, witnessVerifierKey } from './identity.ts';
 import { SimulatorJournal } from './journal.ts';
 import { type JournalAnswer, journalRoutes } from './journal-server.ts';
@@ -117,6 +118,8 @@ export interface IntercomOptions {
   witnessedLogKeys?: string[];
   /** Negentropy frame size limit of the journal's reconcile answers (0: unlimited, the default). */
   reconcileFrameBytes?: number;
+  /** The partner's event log, served for smart-home's backfill at `GET /v1/events` (contract §9). */
+  events?: PartnerEventsEndpoint;
 }
 
 export interface IntercomSimulator {
@@ -165,7 +168,7 @@ const checkCommand = TypeCompiler.Compile(DoorCommandBody);
 const DOOR_SCOPE = 'doors:open';
 /** Contract §8: smart-home reads, witnesses and reconciles the partner's journal under this scope. */
 const AUDIT_SCOPE = 'audit:exchange';
-const GRANTABLE_SCOPES = new Set([DOOR_SCOPE, AUDIT_SCOPE]);
+const GRANTABLE_SCOPES = new Set([DOOR_SCOPE, AUDIT_SCOPE, EVENTS_READ_SCOPE]);
 /** Contract §7. */
 const MAX_TTL_MS = 10_000;
 
@@ -375,6 +378,20 @@ export async function startIntercomSimulator(opts: IntercomOptions): Promise<Int
     }),
     { prefix: '/v1/journal' },
   );
+  if (opts.events) {
+    const endpoint = opts.events;
+    await app.register(
+      eventsRoutes({
+        endpoint,
+        authorize,
+        send: (req, reply, answer) => sendSigned(req, reply, answer),
+        refuse: (req, reply, answer) =>
+          refuse(req, reply, answer, (answer as { signatureCode?: string }).signatureCode),
+        stopping: stopping.signal,
+      }),
+      { prefix: '/v1/events' },
+    );
+  }
 
   app.post<{ Params: { doorId: string } }>('/v1/doors/:doorId/open', async (req, reply) => {
     state.doorRequests++;
