@@ -1,0 +1,236 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { createTestDb } from '../../test/support/test-db.ts';
+import type { Db } from '../db/db.ts';
+import { sql } from '../db/sql.ts';
+import type { StoredEvent } from '../events/model.ts';
+import { registry } from '../metrics/registry.ts';
+import { DeviceHealthSink } from './sink.ts';
+import { type Fixture, seedDevices, storedEvent } from './testing.ts';
+
+let db: Db;
+const sink = new DeviceHealthSink({ maxSkewMs: 60_000 });
+const T0 = Date.parse('2026-12-02T10:00:00Z');
+const at = (s: number) => new Date(T0 + s * 1000);
+
+before(async () => {
+  db = await createTestDb();
+});
+after(() => db?.close());
+
+/** As the processor does: the sink inside the batch's transaction. */
+const apply = (events: StoredEvent[]) => db.transaction((tx) => sink.apply(tx, events));
+
+type Health = {
+  state: string;
+  last_status: string | null;
+  last_seen_at: Date | null;
+  last_heartbeat_at: Date | null;
+  last_occurred_at: Date | null;
+  skew_ms: number | null;
+  skew_flagged: boolean;
+  reconcile_pending: boolean;
+};
+const health = async (deviceId: string) =>
+  db.one<Health>(sql`select state, last_status, last_seen_at, last_heartbeat_at, last_occurred_at, skew_ms,
+    skew_flagged, reconcile_pending from device_health where device_id = ${deviceId}`);
+const history = (deviceId: string) =>
+  db.query<{ status: string; source: string; stale: boolean; event_id: string | null }>(
+    sql`select status, source, stale, event_id from device_status_history where device_id = ${deviceId} order by id`,
+  );
+const openAlerts = (deviceId: string) =>
+  db.query<{ id: string; kind: string; occurrences: number; event_id: string }>(
+    sql`select id, kind, occurrences, event_id from device_alerts where device_id = ${deviceId} and resolved_at is null order by kind`,
+  );
+const journal = (action: string, deviceId: string) =>
+  db.query<{ subject_id: string; result: string; details: Record<string, unknown>; partner_id: string }>(
+    sql`select subject_id, result, details, partner_id from journal where action = ${action} and device_id = ${deviceId} order by seq`,
+  );
+async function metric(name: string, labels: Record<string, string>): Promise<number | undefined> {
+  const m = await registry.getSingleMetric(name)?.get();
+  return m?.values.find((v) => Object.entries(labels).every(([k, x]) => v.labels[k] === x))?.value;
+}
+
+describe('device health sink', () => {
+  let f: Fixture;
+  before(async () => {
+    f = await seedDevices(db, 8);
+  });
+
+  test('a heartbeat makes a device online and records when it was seen; heartbeats are not status history', async () => {
+    assert.equal(await health(f.devices[0]!), undefined, 'never heard from: no row (unknown)');
+    await apply([storedEvent(f, 0, { type: 'device.heartbeat', receivedAt: at(1), occurredAt: at(0.5) })]);
+    const h = (await health(f.devices[0]!))!;
+    assert.equal(h.state, 'online');
+    assert.equal(h.last_seen_at?.getTime(), at(1).getTime());
+    assert.equal(h.last_heartbeat_at?.getTime(), at(1).getTime());
+    assert.equal(h.last_occurred_at?.getTime(), at(0.5).getTime());
+    assert.equal(h.skew_ms, 500);
+    assert.equal(h.skew_flagged, false);
+    assert.deepEqual(await history(f.devices[0]!), []);
+  });
+
+  test('status offline makes it offline; an older heartbeat arriving late does not bring it back, a newer one does', async () => {
+    const d = f.devices[1]!;
+    await apply([storedEvent(f, 1, { type: 'device.heartbeat', occurredAt: at(10), receivedAt: at(10) })]);
+    await apply([
+      storedEvent(f, 1, { type: 'device.status', status: 'offline', occurredAt: at(20), receivedAt: at(21) }),
+    ]);
+    assert.equal((await health(d))!.state, 'offline');
+    await apply([storedEvent(f, 1, { type: 'device.heartbeat', occurredAt: at(15), receivedAt: at(25) })]);
+    const late = (await health(d))!;
+    assert.equal(late.state, 'offline', 'an older occurredAt never overwrites a newer state');
+    assert.equal(late.last_seen_at?.getTime(), at(25).getTime(), 'but it was seen');
+    await apply([storedEvent(f, 1, { type: 'device.heartbeat', occurredAt: at(30), receivedAt: at(30) })]);
+    assert.equal((await health(d))!.state, 'online');
+    assert.deepEqual(
+      (await history(d)).map((r) => [r.status, r.source]),
+      [['offline', 'event']],
+    );
+  });
+
+  test('out of order inside one batch: the newest occurredAt wins, every status goes to history', async () => {
+    const d = f.devices[2]!;
+    await apply([
+      storedEvent(f, 2, { type: 'device.status', status: 'offline', occurredAt: at(50), receivedAt: at(52) }),
+      storedEvent(f, 2, { type: 'device.status', status: 'online', occurredAt: at(40), receivedAt: at(53) }),
+    ]);
+    const h = (await health(d))!;
+    assert.equal(h.state, 'offline');
+    assert.equal(h.last_status, 'offline');
+    assert.equal(h.last_seen_at?.getTime(), at(53).getTime());
+    assert.deepEqual(
+      (await history(d)).map((r) => r.status),
+      ['offline', 'online'],
+    );
+  });
+
+  test('clock skew beyond the bound flags the device and its metric; the flag clears when skew returns', async () => {
+    const d = f.devices[3]!;
+    await apply([
+      storedEvent(f, 3, { type: 'device.heartbeat', occurredAt: at(100), receivedAt: at(100 + 90) }),
+    ]);
+    let h = (await health(d))!;
+    assert.equal(h.skew_ms, 90_000);
+    assert.equal(h.skew_flagged, true);
+    assert.equal(await metric('smart_home_device_clock_skew_seconds', { device: d }), 90);
+    assert.equal(await metric('smart_home_device_clock_skew_flagged', { device: d }), 1);
+    // A device clock ahead of ours is skew too.
+    await apply([storedEvent(f, 3, { type: 'device.heartbeat', occurredAt: at(300), receivedAt: at(200) })]);
+    assert.equal((await health(d))!.skew_flagged, true);
+    await apply([storedEvent(f, 3, { type: 'device.heartbeat', occurredAt: at(229), receivedAt: at(230) })]);
+    h = (await health(d))!;
+    assert.equal(h.skew_ms, 1000);
+    assert.equal(h.skew_flagged, false);
+    assert.equal(await metric('smart_home_device_clock_skew_flagged', { device: d }), 0);
+  });
+
+  test('tamper, door_forced and door_held_open raise alerts: journal, metric, one open alert per device and kind', async () => {
+    const d = f.devices[4]!;
+    const before = (await metric('smart_home_device_alerts_raised_total', { kind: 'tamper' })) ?? 0;
+    const first = storedEvent(f, 4, { type: 'device.status', status: 'tamper', occurredAt: at(60) });
+    await apply([
+      storedEvent(f, 4, { type: 'device.status', status: 'tamper', occurredAt: at(61) }),
+      first,
+      storedEvent(f, 4, { type: 'device.status', status: 'door_forced', occurredAt: at(62) }),
+    ]);
+    await apply([storedEvent(f, 4, { type: 'device.status', status: 'tamper', occurredAt: at(70) })]);
+    await apply([storedEvent(f, 4, { type: 'device.status', status: 'door_held_open', occurredAt: at(80) })]);
+    const alerts = await openAlerts(d);
+    assert.deepEqual(
+      alerts.map((a) => [a.kind, a.occurrences]),
+      [
+        ['door_forced', 1],
+        ['door_held_open', 1],
+        ['tamper', 3],
+      ],
+    );
+    assert.equal(alerts.find((a) => a.kind === 'tamper')!.event_id, first.eventId, 'opened by the earliest');
+    const raised = await journal('device.alert.raised', d);
+    assert.equal(raised.length, 3, 'a repeat while open journals nothing new');
+    assert.deepEqual(new Set(raised.map((r) => r.subject_id)), new Set(alerts.map((a) => a.id)));
+    assert.equal(raised[0]!.partner_id, f.partnerId);
+    assert.equal(raised.find((r) => r.result === 'tamper')!.details['eventId'], first.eventId);
+    assert.equal(await metric('smart_home_device_alerts_raised_total', { kind: 'tamper' }), before + 1);
+    assert.equal((await health(d))!.last_status, 'door_held_open');
+    assert.equal((await health(d))!.state, 'online', 'a status other than offline is a sign of life');
+    // Once resolved, the next tamper opens a new alert.
+    await db.query(sql`update device_alerts set resolved_at = now(), resolved_by = 'op'
+      where device_id = ${d} and kind = 'tamper'`);
+    await apply([storedEvent(f, 4, { type: 'device.status', status: 'tamper', occurredAt: at(90) })]);
+    assert.equal((await openAlerts(d)).find((a) => a.kind === 'tamper')!.occurrences, 1);
+    assert.equal((await journal('device.alert.raised', d)).length, 4);
+  });
+
+  test('a reboot queues the reconciliation durably (once however many reboots)', async () => {
+    const d = f.devices[5]!;
+    await apply([
+      storedEvent(f, 5, { type: 'device.status', status: 'reboot', occurredAt: at(1) }),
+      storedEvent(f, 5, { type: 'device.status', status: 'reboot', occurredAt: at(2) }),
+    ]);
+    const h = (await health(d))!;
+    assert.equal(h.reconcile_pending, true);
+    assert.equal(h.state, 'online');
+  });
+
+  test('stale events are history and last seen only: no alert, no state, no reconciliation', async () => {
+    const d = f.devices[6]!;
+    await apply([
+      storedEvent(f, 6, { type: 'device.status', status: 'offline', occurredAt: at(0), receivedAt: at(1) }),
+    ]);
+    const stale = (status: StoredEvent['status']) =>
+      storedEvent(f, 6, {
+        type: status ? 'device.status' : 'device.heartbeat',
+        status,
+        stale: true,
+        occurredAt: at(-7200),
+        receivedAt: at(500),
+      });
+    await apply([stale('tamper'), stale('reboot'), stale('online'), stale(null), stale('door_forced')]);
+    const h = (await health(d))!;
+    assert.equal(h.state, 'offline');
+    assert.equal(h.last_status, 'offline');
+    assert.equal(h.reconcile_pending, false);
+    assert.equal(h.last_seen_at?.getTime(), at(500).getTime());
+    assert.deepEqual(await openAlerts(d), []);
+    assert.deepEqual(await journal('device.alert.raised', d), []);
+    assert.deepEqual(
+      (await history(d)).map((r) => [r.status, r.stale]),
+      [
+        ['offline', false],
+        ['tamper', true],
+        ['reboot', true],
+        ['online', true],
+        ['door_forced', true],
+      ],
+    );
+  });
+
+  test('access events update last seen and skew but not the state', async () => {
+    const d = f.devices[7]!;
+    await apply([storedEvent(f, 7, { type: 'access.granted', method: 'face', receivedAt: at(5) })]);
+    const h = (await health(d))!;
+    assert.equal(h.state, 'unknown');
+    assert.equal(h.last_seen_at?.getTime(), at(5).getTime());
+    assert.equal(h.skew_ms, 0);
+  });
+
+  test('set-wise: a batch of 500 events over 50 devices in one call, each status in history once', async () => {
+    const g = await seedDevices(db, 50);
+    const events: StoredEvent[] = [];
+    for (let i = 0; i < 500; i++) {
+      const dev = i % 50;
+      events.push(
+        i % 10 === 9
+          ? storedEvent(g, dev, { type: 'device.status', status: 'door_held_open', occurredAt: at(i) })
+          : storedEvent(g, dev, { type: 'device.heartbeat', occurredAt: at(i) }),
+      );
+    }
+    await apply(events);
+    const n = await db.one<{ online: number; alerts: number; hist: number }>(sql`select
+      (select count(*)::int from device_health where device_id = any(${g.devices}::uuid[]) and state = 'online') as online,
+      (select count(*)::int from device_alerts where device_id = any(${g.devices}::uuid[])) as alerts,
+      (select count(*)::int from device_status_history where device_id = any(${g.devices}::uuid[])) as hist`);
+    assert.deepEqual(n, { online: 50, alerts: 5, hist: 50 });
+  });
+});
