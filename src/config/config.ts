@@ -62,6 +62,17 @@ export interface Config {
     connections: number;
     tokenRefreshMarginSeconds: number;
     doorCommandTtlMs: number;
+    /** The channel under faults (src/outbound/resilience.ts). */
+    retryAttempts: number;
+    retryMaxDelayMs: number;
+    retryAfterMaxSeconds: number;
+    breakerFailures: number;
+    breakerFailureRatePercent: number;
+    breakerWindowMs: number;
+    breakerMinCalls: number;
+    breakerCooldownMs: number;
+    maxConcurrent: number;
+    maxQueued: number;
   };
   http: { headersTimeoutMs: number; requestTimeoutMs: number; keepAliveTimeoutMs: number };
   /** The public API's access-token check, see src/api-auth/. */
@@ -109,6 +120,18 @@ export interface Config {
   registry: { refreshMs: number };
   housekeeping: { intervalMs: number };
   barrier: { batchMax: number; batchesInFlight: number };
+  /** Partner events, contract §9 (src/events/). */
+  events: {
+    processorBatch: number;
+    processorIntervalMs: number;
+    staleAfterSeconds: number;
+    pseudonymRefreshSeconds: number;
+    gapGraceMs: number;
+    backfillLimit: number;
+    backfillMinBackoffMs: number;
+    backfillMaxBackoffMs: number;
+    backfillLeaseMs: number;
+  };
   /** The resident API (src/resident-api/). */
   resident: { guestPassMaxDays: number };
   workers: number;
@@ -266,6 +289,11 @@ export function loadConfig(env: Source = process.env): Config {
   }
   if (cfg.http.headersTimeoutMs > cfg.http.requestTimeoutMs) {
     problems.push('SMART_HOME_HEADERS_TIMEOUT_MS must not exceed SMART_HOME_REQUEST_TIMEOUT_MS');
+  }
+  if (cfg.events.backfillMinBackoffMs > cfg.events.backfillMaxBackoffMs) {
+    problems.push(
+      'SMART_HOME_EVENTS_BACKFILL_MIN_BACKOFF_MS must not exceed SMART_HOME_EVENTS_BACKFILL_MAX_BACKOFF_MS',
+    );
   }
   if (cfg.workers > 1 && !cfg.database.url) {
     problems.push('SMART_HOME_WORKERS > 1 needs DATABASE_URL: the embedded database belongs to one process');

@@ -5,14 +5,19 @@
  *   {"commandId","subject","requestedAt","expiresAt"}  →  200 {"commandId","status","at"}
  *
  * Rules kept here: `expiresAt` ≤ 10 s after `requestedAt`; nothing is sent, nor sent again, once
- * `expiresAt` has passed; a retry after a connection error carries the same `commandId` (the partner
- * treats it as the same command); the whole wait ends at `expiresAt`. Journaling is the caller's.
+ * `expiresAt` has passed; the command is idempotent by `commandId` (the partner treats a repeat as the
+ * same command), so it follows the channel's retry rule for idempotent requests (src/outbound/
+ * resilience.ts: after a connection error or a 429/502/503/504, at most `retryAttempts` attempts,
+ * full-jitter backoff) with `expiresAt` as its deadline; a partner whose circuit is open, whose
+ * bulkhead is full, or whose Retry-After runs past `expiresAt` gets nothing at all. The whole wait
+ * ends at `expiresAt`. Journaling is the caller's.
  */
 import { type Static, Type as T } from '@sinclair/typebox';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
 import { isUuidV7 } from '../util/uuid.ts';
 import { OutboundError } from './errors.ts';
 import { type PartnerChannel, pause } from './partner-channel.ts';
+import { isRetryableStatus } from './resilience.ts';
 
 /** Contract §7: `expiresAt` is at most 10 s after `requestedAt`. */
 export const MAX_DOOR_COMMAND_TTL_MS = 10_000;
@@ -31,6 +36,12 @@ export type DoorOutcome = PartnerDoorStatus | 'timeout' | 'partner_error';
 /** Why a door-open ended in `partner_error`, `timeout` or a locally decided `expired` (for journal and logs). */
 export type DoorFailureReason =
   | 'expired_before_send'
+  /** The partner's circuit breaker is open (it failed repeatedly): nothing sent. */
+  | 'circuit_open'
+  /** The partner's bulkhead is full: nothing sent. */
+  | 'overloaded'
+  /** The partner asked to wait (429/503 Retry-After) past `expiresAt`: nothing (more) sent. */
+  | 'throttled'
   | 'tls'
   | 'connect'
   | 'timeout'
@@ -106,11 +117,6 @@ export function doorPath(doorExternalId: string): string {
   return `/v1/doors/${encodeURIComponent(doorExternalId)}/open`;
 }
 
-export interface SendOptions {
-  /** Pause before sending again after a connection error. */
-  retryDelayMs: number;
-}
-
 /**
  * Sends a prepared command and waits for the verified answer, at most until its `expiresAt`.
  * Never throws for anything the partner or the network does: every such case is an outcome.
@@ -118,7 +124,6 @@ export interface SendOptions {
 export async function sendDoorCommand(
   channel: PartnerChannel,
   command: DoorCommand,
-  opts: SendOptions,
 ): Promise<DoorOpenResult> {
   const now = Date.now;
   const deadline = Date.parse(command.expiresAt);
@@ -159,23 +164,53 @@ export async function sendDoorCommand(
     attempts === 0 && !unreachable
       ? end('expired', { reason: 'expired_before_send' })
       : end('timeout', { reason: unreachable ? 'connect' : 'timeout' });
+  const guard = channel.guard;
+  /** Tries (token requests that could not connect included) against the retry budget. */
+  let tries = 0;
+  /** Whether another try fits: budget left, and its backoff ends before expiresAt. Pauses if so. */
+  const another = async (): Promise<boolean> => {
+    if (tries >= guard.options.retryAttempts) return false;
+    const delay = guard.retryDelay(tries);
+    if (now() + delay >= deadline) return false;
+    await waitOn(pause(delay));
+    return true;
+  };
+  /** What a failure of the channel that gave no answer means for the command. */
+  const failed = (e: OutboundError, whileToken: boolean): DoorOpenResult => {
+    switch (e.code) {
+      case 'ERR_OUTBOUND_TIMEOUT':
+        return end('timeout', { reason: 'timeout' });
+      case 'ERR_OUTBOUND_TLS':
+        return end('partner_error', { reason: 'tls' });
+      case 'ERR_OUTBOUND_SIGNATURE':
+        return end('partner_error', { reason: 'signature' });
+      case 'ERR_OUTBOUND_CIRCUIT_OPEN':
+        return end('partner_error', { reason: 'circuit_open' });
+      case 'ERR_OUTBOUND_BULKHEAD_FULL':
+        return end('partner_error', { reason: 'overloaded' });
+      case 'ERR_OUTBOUND_THROTTLED':
+        return end('partner_error', { reason: 'throttled' });
+      case 'ERR_OUTBOUND_CONNECT':
+        return now() >= deadline ? outOfTime() : end('timeout', { reason: 'connect' });
+      default:
+        return end('partner_error', { reason: whileToken ? 'token' : 'invalid_answer' });
+    }
+  };
 
   for (;;) {
     // Contract §7: never sent, nor sent again, once expiresAt has passed.
     if (now() >= deadline) return outOfTime();
+    tries++;
     let token: string;
     try {
       token = await waitOn(channel.token(deadline));
     } catch (err) {
-      const e = err as OutboundError;
-      if (e.code === 'ERR_OUTBOUND_CONNECT') {
+      if (!(err instanceof OutboundError)) throw err;
+      if (err.code === 'ERR_OUTBOUND_CONNECT') {
         unreachable = true;
-        await waitOn(pause(Math.min(opts.retryDelayMs, deadline - now())));
-        continue;
+        if (await another()) continue;
       }
-      if (e.code === 'ERR_OUTBOUND_TIMEOUT') return end('timeout', { reason: 'timeout' });
-      if (e.code === 'ERR_OUTBOUND_TLS') return end('partner_error', { reason: 'tls' });
-      return end('partner_error', { reason: 'token' });
+      return failed(err, true);
     }
     if (now() >= deadline) return outOfTime();
 
@@ -190,29 +225,28 @@ export async function sendDoorCommand(
       // No answer to take the exchange from: the whole attempt was spent on the partner.
       partnerMs += performance.now() - sentAt;
       if (!(err instanceof OutboundError)) throw err;
-      switch (err.code) {
-        case 'ERR_OUTBOUND_CONNECT':
-          // The partner may or may not have received it; the same commandId makes a retry safe.
-          unreachable = true;
-          await waitOn(pause(Math.min(opts.retryDelayMs, deadline - now())));
-          continue;
-        case 'ERR_OUTBOUND_TIMEOUT':
-          return end('timeout', { reason: 'timeout' });
-        case 'ERR_OUTBOUND_TLS':
-          return end('partner_error', { reason: 'tls' });
-        case 'ERR_OUTBOUND_SIGNATURE':
-          return end('partner_error', { reason: 'signature' });
-        default:
-          return end('partner_error', { reason: 'invalid_answer' });
+      if (err.code === 'ERR_OUTBOUND_CONNECT') {
+        // The partner may or may not have received it; the same commandId makes a retry safe.
+        unreachable = true;
+        if (await another()) continue;
       }
+      return failed(err, false);
     }
 
     if (answer.status === 401 && !retriedAfter401) {
       // The partner no longer accepts the cached token (revoked, rotated keys): one fresh token,
-      // same command. Nothing was acted on for a 401.
+      // same command. Nothing was acted on for a 401, so it is not counted as a try.
       retriedAfter401 = true;
+      tries--;
       channel.invalidateToken(token);
       continue;
+    }
+    if (isRetryableStatus(answer.status)) {
+      // A Retry-After past expiresAt leaves nothing to wait for: the channel refuses the next try.
+      if (guard.blockedUntil >= deadline) {
+        return end('partner_error', { reason: 'throttled', httpStatus: answer.status });
+      }
+      if (await another()) continue;
     }
     if (answer.status !== 200) {
       if (answer.status === 401) channel.invalidateToken(token);

@@ -18,14 +18,26 @@ export type OutboundErrorCode =
   /** The answer is unsigned, badly signed, or its Content-Digest does not match. */
   | 'ERR_OUTBOUND_SIGNATURE'
   /** The answer is signed but not what the contract allows (status, schema, commandId). */
-  | 'ERR_OUTBOUND_RESPONSE';
+  | 'ERR_OUTBOUND_RESPONSE'
+  /** The partner's circuit breaker is open: it failed repeatedly; nothing was sent (fail fast). */
+  | 'ERR_OUTBOUND_CIRCUIT_OPEN'
+  /** The partner's bulkhead is full (calls in flight and queued at their bounds); nothing was sent. */
+  | 'ERR_OUTBOUND_BULKHEAD_FULL'
+  /**
+   * The partner answered 429/503 with a Retry-After that has not passed and ends after this call's
+   * deadline (RFC 9110 §10.2.3); nothing was sent. `retryAt` says when it may be called again.
+   */
+  | 'ERR_OUTBOUND_THROTTLED';
 
 export class OutboundError extends Error {
   override readonly name = 'OutboundError';
   readonly code: OutboundErrorCode;
-  constructor(code: OutboundErrorCode, message: string, opts?: { cause?: unknown }) {
+  /** For `ERR_OUTBOUND_THROTTLED`: Date.now ms from which the partner may be called again. */
+  readonly retryAt: number | undefined;
+  constructor(code: OutboundErrorCode, message: string, opts?: { cause?: unknown; retryAt?: number }) {
     super(message, opts?.cause === undefined ? undefined : { cause: opts.cause });
     this.code = code;
+    this.retryAt = opts?.retryAt;
   }
 }
 

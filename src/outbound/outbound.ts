@@ -17,6 +17,7 @@
  *       accept: 'text/plain' });
  *   // answer.status, answer.headers, answer.body (verified bytes)
  */
+import type { Logger } from 'pino';
 import type { FieldCipher } from '../crypto/field-cipher.ts';
 import { pseudonym } from '../crypto/partner-keys.ts';
 import type { Queryable } from '../db/db.ts';
@@ -37,8 +38,10 @@ import {
   type SendOptions,
   type SignedAnswer,
 } from './partner-channel.ts';
+import type { ResilienceOptions } from './resilience.ts';
 
 export interface OutboundOptions extends ChannelOptions {
+  /** Backoff base of retries (see {@link ResilienceOptions.retryDelayMs}). */
   retryDelayMs: number;
   /** `expiresAt` − `requestedAt` of a door command, ms (≤ 10,000, contract §7). */
   doorCommandTtlMs: number;
@@ -59,6 +62,8 @@ export interface OutboundDeps {
    * Commands and their deadlines always use the real clock.
    */
   tokenClock?: () => number;
+  /** Breaker transitions are logged here (partner ids and failure codes only). */
+  logger?: Logger;
 }
 
 export interface OpenDoorInput {
@@ -125,6 +130,7 @@ export class Outbound {
       signingKey: this.#deps.signingKey,
       options: this.#deps.options,
       ...(this.#deps.tokenClock ? { now: this.#deps.tokenClock } : {}),
+      logger: this.#deps.logger,
     });
     this.#channels.set(partner.id, { channel, info: partner, fingerprint });
     return channel;
@@ -184,9 +190,7 @@ export class Outbound {
   async sendDoorOpen(command: DoorCommand, partner?: PartnerInfo): Promise<DoorOpenResult> {
     if (partner && partner.id !== command.partnerId)
       throw new TypeError('the command is for another partner');
-    return sendDoorCommand(this.channel(partner ?? command.partnerId), command, {
-      retryDelayMs: this.#deps.options.retryDelayMs,
-    });
+    return sendDoorCommand(this.channel(partner ?? command.partnerId), command);
   }
 
   /**

@@ -12,13 +12,18 @@
  *   `"@status" "content-digest" "signature";req;key="sig1"` with a key registered for THAT partner.
  *   An answer that fails is never handed to the caller.
  *
+ * Every attempt, token requests included, goes through the partner's {@link PartnerGuard}
+ * (src/outbound/resilience.ts): the Retry-After gate, the circuit breaker and the bulkhead.
+ *
  * {@link PartnerChannel.send} is the generic call (any method, path, scope and body, the raw verified
- * answer back); the door command of §7 drives {@link PartnerChannel.token} and
- * {@link PartnerChannel.post} itself for its own retry rules.
+ * answer back), retried with backoff when idempotent; the door command of §7 drives
+ * {@link PartnerChannel.token} and {@link PartnerChannel.post} itself (its deadline is its `expiresAt`),
+ * with the same guard and the same retry rule.
  */
 import type { KeyObject } from 'node:crypto';
 import { type Static, Type as T } from '@sinclair/typebox';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
+import type { Logger } from 'pino';
 import { Agent, request } from 'undici';
 import { contentDigest } from '../http-signatures/content-digest.ts';
 import {
@@ -31,6 +36,13 @@ import {
 import type { SigningKey } from '../keys/service-keys.ts';
 import type { OutboundEndpoint } from '../partners/partner-directory.ts';
 import { classifyTransportError, OutboundError } from './errors.ts';
+import {
+  isIdempotent,
+  isRetryableStatus,
+  PartnerGuard,
+  type ResilienceOptions,
+  resilienceOptions,
+} from './resilience.ts';
 
 /** The scope of contract §7 at the partner's authorization server. */
 export const DOOR_SCOPE = 'doors:open';
@@ -48,9 +60,9 @@ export const MAX_RESPONSE_BYTES = 64 * 1024;
 /** RFC 6749 §3.3 scope-token: printable ASCII without space, `"` or `\`. */
 const SCOPE_TOKEN = /^[\x21\x23-\x5b\x5d-\x7e]+$/;
 
-export interface ChannelOptions {
+export interface ChannelOptions extends Partial<ResilienceOptions> {
   connectTimeoutMs: number;
-  /** Total time of one call (token request or signed request), answer included. */
+  /** Total time of one attempt (token request or signed request), answer included. */
   timeoutMs: number;
   connections: number;
   tokenRefreshMarginSeconds: number;
@@ -66,6 +78,8 @@ export interface PartnerChannelDeps {
   options: ChannelOptions;
   /** Clock of the token cache, ms (tests move it to reach a token's expiry). Default Date.now. */
   now?: () => number;
+  /** Breaker transitions are logged here (partner id and failure code only). */
+  logger?: Logger | undefined;
 }
 
 export interface SignedAnswer {
@@ -116,6 +130,12 @@ export interface SendOptions {
    * and it no longer takes the cached token (revoked, its keys rotated).
    */
   retryOn401?: boolean;
+  /**
+   * Whether the request may be sent more than once (default: the method is idempotent, RFC 9110
+   * §9.2.2). An idempotent request is retried after a connection error, a timeout with time left, or
+   * a 429/502/503/504, with full-jitter backoff; any other request is sent once.
+   */
+  idempotent?: boolean;
 }
 
 interface CachedToken {
@@ -149,12 +169,17 @@ export class PartnerChannel {
   readonly #inflight = new Map<string, Promise<string>>();
   /** Token requests made (for metrics and tests). */
   tokenRequests = 0;
+  /** Retry-After gate, circuit breaker and bulkhead of this partner. */
+  readonly guard: PartnerGuard;
 
   constructor(deps: PartnerChannelDeps) {
     this.#deps = deps;
     this.partnerId = deps.partner.id;
     this.endpoint = deps.endpoint;
     this.#now = deps.now ?? Date.now;
+    this.guard = new PartnerGuard(deps.partner.id, resilienceOptions(definedOnly(deps.options)), {
+      logger: deps.logger,
+    });
     this.#agent = new Agent({
       connections: deps.options.connections,
       headersTimeout: deps.options.timeoutMs,
@@ -222,21 +247,33 @@ export class PartnerChannel {
     const timer = setTimeout(() => ctl.abort(), Math.max(0, deadline - Date.now()));
     const obtainedAt = this.#now();
     try {
-      const res = await request(this.endpoint.tokenEndpoint, {
-        method: 'POST',
-        dispatcher: this.#agent,
-        signal: ctl.signal,
-        headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json' },
-        // RFC 8705 §2.1: tls_client_auth, the client_id names us and the certificate proves it.
-        body: new URLSearchParams({
-          grant_type: 'client_credentials',
-          client_id: this.endpoint.clientId,
-          scope,
-        }).toString(),
+      // One attempt through the guard: a 429/503 of the token endpoint holds every call back too.
+      const { statusCode, body } = await this.guard.run(deadline, async () => {
+        try {
+          const res = await request(this.endpoint.tokenEndpoint, {
+            method: 'POST',
+            dispatcher: this.#agent,
+            signal: ctl.signal,
+            headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json' },
+            // RFC 8705 §2.1: tls_client_auth, the client_id names us and the certificate proves it.
+            body: new URLSearchParams({
+              grant_type: 'client_credentials',
+              client_id: this.endpoint.clientId,
+              scope,
+            }).toString(),
+          });
+          const body = await readLimited(res.body, MAX_RESPONSE_BYTES);
+          return {
+            value: { statusCode: res.statusCode, body },
+            status: res.statusCode,
+            headers: res.headers,
+          };
+        } catch (err) {
+          throw classifyTransportError(err, ctl.signal.aborted);
+        }
       });
-      const body = await readLimited(res.body, MAX_RESPONSE_BYTES);
-      if (res.statusCode !== 200) {
-        throw new OutboundError('ERR_OUTBOUND_TOKEN', `token endpoint answered ${res.statusCode}`);
+      if (statusCode !== 200) {
+        throw new OutboundError('ERR_OUTBOUND_TOKEN', `token endpoint answered ${statusCode}`);
       }
       let parsed: unknown;
       try {
@@ -280,15 +317,21 @@ export class PartnerChannel {
    * The generic call: `method` on `{baseUrl}{path}` (path with its query, if any) with a token of
    * `opts.scope`, signed per contract §3; returns status, header fields and the raw body once the
    * answer's digest and the partner's signature verified. A 401 is retried once with a fresh token
-   * (see {@link SendOptions.retryOn401}); any other status is the caller's to read. Throws an
-   * {@link OutboundError} for everything that gives no trustworthy answer.
+   * (see {@link SendOptions.retryOn401}); an idempotent request is retried per
+   * {@link SendOptions.idempotent}; any other status is the caller's to read (a 429/503 once the
+   * attempts are spent or its Retry-After ends past the deadline). Throws an {@link OutboundError} for
+   * everything that gives no trustworthy answer, and without sending anything while the partner's
+   * circuit is open, its bulkhead full, or its Retry-After runs past the deadline.
+   *
+   * Each attempt has the total timeout; the whole call ends by `opts.deadline`, by default the total
+   * timeout times the attempts.
    */
   async send(method: string, path: string, opts: SendOptions): Promise<SignedAnswer> {
     if (!path.startsWith('/')) throw new TypeError('path must start with /');
-    const deadline = Math.min(
-      opts.deadline ?? Number.POSITIVE_INFINITY,
-      Date.now() + this.#deps.options.timeoutMs,
-    );
+    const idempotent = opts.idempotent ?? isIdempotent(method);
+    const attempts = idempotent ? this.guard.options.retryAttempts : 1;
+    const timeoutMs = this.#deps.options.timeoutMs;
+    const overall = opts.deadline ?? Date.now() + timeoutMs * attempts;
     let body: Buffer | undefined;
     let contentType = opts.contentType;
     if (opts.body === undefined) body = undefined;
@@ -304,14 +347,38 @@ export class PartnerChannel {
       maxResponseBytes: opts.maxResponseBytes ?? MAX_RESPONSE_BYTES,
       ...(body !== undefined ? { body, contentType: contentType as string } : {}),
     };
-    let retried = opts.retryOn401 === false;
-    for (;;) {
-      const token = await this.token(deadline, opts.scope);
-      const answer = await this.exchange(method, path, token, deadline, wire);
-      if (answer.status !== 401) return answer;
-      this.invalidateToken(token);
-      if (retried) return answer;
-      retried = true;
+    let retried401 = opts.retryOn401 === false;
+    for (let attempt = 1; ; attempt++) {
+      const deadline = Math.min(overall, Date.now() + timeoutMs);
+      let answer: SignedAnswer | undefined;
+      let failure: unknown;
+      try {
+        const token = await this.token(deadline, opts.scope);
+        answer = await this.exchange(method, path, token, deadline, wire);
+        if (answer.status === 401) {
+          this.invalidateToken(token);
+          // Nothing was acted on for a 401: one fresh token, not counted as an attempt.
+          if (!retried401) {
+            retried401 = true;
+            attempt--;
+            continue;
+          }
+        }
+        if (!isRetryableStatus(answer.status)) return answer;
+      } catch (err) {
+        failure = err;
+      }
+      const again =
+        attempt < attempts &&
+        (answer !== undefined || isRetryableError(failure)) &&
+        // A Retry-After past the deadline: the answer (or the failure) is final.
+        this.guard.blockedUntil < overall;
+      const delay = again ? this.guard.retryDelay(attempt) : 0;
+      if (!again || Date.now() + delay >= overall) {
+        if (answer) return answer;
+        throw failure;
+      }
+      await pause(delay);
     }
   }
 
@@ -344,7 +411,22 @@ export class PartnerChannel {
         keyid: key.kid,
       }),
     );
+    if (deadline - Date.now() <= 0) throw new OutboundError('ERR_OUTBOUND_TIMEOUT', 'no time left to send');
+    return this.guard.run(deadline, async () => {
+      const answer = await this.#exchangeOnce(method, targetUri, headers, deadline, wire);
+      return { value: answer, status: answer.status, headers: answer.headers };
+    });
+  }
+
+  async #exchangeOnce(
+    method: string,
+    targetUri: string,
+    headers: Record<string, string>,
+    deadline: number,
+    wire: { body?: Buffer; maxResponseBytes?: number },
+  ): Promise<SignedAnswer> {
     const ctl = new AbortController();
+    // The bulkhead may have kept the call waiting: the time left is measured again.
     const wait = Math.min(deadline - Date.now(), this.#deps.options.timeoutMs);
     if (wait <= 0) throw new OutboundError('ERR_OUTBOUND_TIMEOUT', 'no time left to send');
     const timer = setTimeout(() => ctl.abort(), wait);
@@ -389,6 +471,17 @@ export class PartnerChannel {
   async close(): Promise<void> {
     await this.#agent.close();
   }
+}
+
+/** Failures after which an idempotent request may be sent again (the partner may answer next time). */
+function isRetryableError(err: unknown): boolean {
+  const code = (err as { code?: string } | undefined)?.code;
+  return code === 'ERR_OUTBOUND_CONNECT' || code === 'ERR_OUTBOUND_TIMEOUT';
+}
+
+/** The options without their undefined fields (so the documented defaults fill them). */
+function definedOnly<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
 
 async function readLimited(

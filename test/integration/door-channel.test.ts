@@ -248,7 +248,7 @@ describe('door open over mTLS against the intercom simulator (contract §7)', ()
     assert.equal(sim.openings.filter((o) => o.doorId === 'door-drop').length, 1);
   });
 
-  test('an unreachable partner is tried again until expiresAt, then the outcome is timeout', async () => {
+  test('an unreachable partner is tried retryAttempts times with backoff, never past expiresAt: timeout', async () => {
     const closed = await new Promise<number>((resolve) => {
       const srv = createServer().listen(0, '127.0.0.1', () => {
         const { port } = srv.address() as { port: number };
@@ -264,12 +264,19 @@ describe('door open over mTLS against the intercom simulator (contract §7)', ()
         tokenEndpoint: `https://127.0.0.1:${closed}/oauth/token`,
       },
     };
-    const o = outboundWith({ doorCommandTtlMs: 600, retryDelayMs: 50 });
+    // A long command and a short backoff: the retry budget, not expiresAt, ends it.
+    const o = outboundWith({ doorCommandTtlMs: 10_000, retryDelayMs: 20, retryAttempts: 3 });
     const r = await o.openDoor({ partner: down, doorExternalId: 'door-ok', residentId });
     assert.equal(r.status, 'timeout');
-    // The last attempt ends either refused at connect or cut by the deadline, depending on the load.
-    assert.ok(r.reason === 'connect' || r.reason === 'timeout', `reason ${r.reason}`);
-    assert.ok(Date.now() >= Date.parse(r.command.expiresAt), 'it gave up only once the command expired');
+    assert.equal(r.reason, 'connect');
+    assert.equal(r.attempts, 0, 'no command reached anyone: even the token endpoint was down');
+    assert.ok(Date.now() < Date.parse(r.command.expiresAt), 'it gave up when the budget was spent');
+    // A budget larger than the command's life: it stops at expiresAt.
+    const short = outboundWith({ doorCommandTtlMs: 600, retryDelayMs: 400, retryAttempts: 10 });
+    const late = await short.openDoor({ partner: down, doorExternalId: 'door-ok', residentId });
+    assert.equal(late.status, 'timeout');
+    assert.ok(late.reason === 'connect' || late.reason === 'timeout', `reason ${late.reason}`);
+    assert.ok(Date.now() < Date.parse(late.command.expiresAt) + 1000, 'never waits long past expiresAt');
   });
 
   test('nothing is sent when the command is already past its expiresAt', async () => {
