@@ -57,7 +57,11 @@ export type DoorMode =
   /** Sends the answer without Signature fields. */
   | 'unsigned'
   /** Answers about another commandId. */
-  | 'wrong-command-id';
+  | 'wrong-command-id'
+  /** Refuses with 429 and `retryAfter` before acting (a partner's own rate limit). */
+  | 'throttle'
+  /** Refuses with 503 and `retryAfter` before acting (a partner in maintenance). */
+  | 'unavailable';
 
 export interface DoorBehaviour {
   mode: DoorMode;
@@ -65,6 +69,8 @@ export interface DoorBehaviour {
   latencyMs: number;
   /** How long `slow` holds a request. */
   slowMs: number;
+  /** The Retry-After of `throttle` and `unavailable` (RFC 9110 §10.2.3: seconds or an HTTP-date). */
+  retryAfter: string;
   /**
    * The next n requests are acted on, then their connection is cut before the answer (the caller
    * sees a connection error and should send the same command again).
@@ -198,7 +204,10 @@ export async function startIntercomSimulator(opts: IntercomOptions): Promise<Int
 
   const tokens = new Map<string, IssuedToken>();
   const doors = new Map<string, DoorBehaviour>(
-    opts.doors.map((d) => [d, { mode: 'normal', latencyMs: 0, slowMs: 30_000, dropAnswers: 0 }]),
+    opts.doors.map((d) => [
+      d,
+      { mode: 'normal', latencyMs: 0, slowMs: 30_000, retryAfter: '1', dropAnswers: 0 },
+    ]),
   );
   /** Commands by id, for idempotency; forgotten once they can no longer arrive validly (see sweep). */
   const commands = new Map<string, { doorId: string; expiresAt: number; answer: Promise<Answer> }>();
@@ -395,6 +404,18 @@ export async function startIntercomSimulator(opts: IntercomOptions): Promise<Int
 
   app.post<{ Params: { doorId: string } }>('/v1/doors/:doorId/open', async (req, reply) => {
     state.doorRequests++;
+    // 0. The partner's own front door: throttled or unavailable before anything is checked or acted on.
+    const front = doors.get(req.params.doorId);
+    if (front?.mode === 'throttle' || front?.mode === 'unavailable') {
+      const [status, code, title] =
+        front.mode === 'throttle'
+          ? [429, 'rate-limited', 'Too many requests']
+          : [503, 'unavailable', 'Service unavailable'];
+      return refuse(req, reply, {
+        ...problem(code, status, title),
+        headers: { 'retry-after': front.retryAfter },
+      });
+    }
     // 1. The token: known, unexpired, with the scope, bound to this connection's certificate.
     const auth = req.headers.authorization;
     const token = typeof auth === 'string' && auth.startsWith('Bearer ') ? auth.slice(7) : undefined;
