@@ -11,6 +11,8 @@ import { createKekFile, type Kek, kekFromBase64, loadKekFromFile } from './crypt
 import type { Db } from './db/db.ts';
 import { migrate, pendingMigrations } from './db/migrate.ts';
 import { openDb } from './db/open-db.ts';
+import { livenessReconciler } from './device-health/reconciler.ts';
+import { startDeviceSweeper } from './device-health/sweeper.ts';
 import { MemoryReplayCache, RedisReplayCache, type ReplayCache } from './http-signatures/replay-cache.ts';
 import { ensureIdentityMaterial } from './identity/identity.ts';
 import { startSequencer } from './journal/log/runner.ts';
@@ -295,6 +297,12 @@ export async function startServer(given: Config, opts: { banner?: boolean } = {}
     batchMax: config.journal.batchMax,
     logger,
   });
+  // Issue 5: devices offline after missed heartbeats (contract §9), reconciliation after reboots.
+  const deviceSweeper = startDeviceSweeper(runtime.db, {
+    intervalMs: config.deviceHealth.sweepMs,
+    reconciler: livenessReconciler,
+    logger,
+  });
   // Contract §8.2: our newest checkpoint to the partners that witness our log, while it grows.
   const submitter = startWitnessSubmitter(
     { db: runtime.db, outbound: runtime.outbound, directory: () => app.directory(), logger },
@@ -323,6 +331,7 @@ export async function startServer(given: Config, opts: { banner?: boolean } = {}
     clearInterval(housekeeping);
     await reconcileSchedule?.stop();
     await submitter.stop();
+    await deviceSweeper.stop();
     await sequencer.stop();
     await close();
   };

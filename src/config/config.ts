@@ -132,6 +132,8 @@ export interface Config {
     backfillMaxBackoffMs: number;
     backfillLeaseMs: number;
   };
+  /** Device health, issue 5 (src/device-health/). */
+  deviceHealth: { maxSkewMs: number; sweepMs: number };
   /** The resident API (src/resident-api/). */
   resident: { guestPassMaxDays: number };
   workers: number;
