@@ -6,6 +6,7 @@ import { Command } from 'commander';
 import type { JWK } from 'jose';
 import { importPartnerKeysFromJwe } from '../src/crypto/key-export.ts';
 import { createCsr } from '../src/pki/certificates.ts';
+import { eventCommands } from './events-cli.ts';
 import {
   journalVerifierKey,
   loadIdentity,
@@ -141,5 +142,7 @@ barrier
       }
     },
   );
+
+eventCommands(program, { dirOf, fail });
 
 program.parseAsync().catch((err: Error) => fail(err.message));

@@ -101,6 +101,14 @@ export class PartnerEventLog {
     return event;
   }
 
+  /** Takes back events kept from an earlier run (seq must continue the log: 1, 2, … without gaps). */
+  restore(events: Iterable<PartnerEvent>): void {
+    for (const e of events) {
+      if (e.seq !== this.#events.length + 1) throw new Error(`event log: seq ${e.seq} after ${this.lastSeq}`);
+      this.#events.push(e);
+    }
+  }
+
   /** The event of `seq`, or undefined. */
   get(seq: number): PartnerEvent | undefined {
     return Number.isInteger(seq) && seq >= 1 ? this.#events[seq - 1] : undefined;
