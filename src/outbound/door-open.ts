@@ -121,6 +121,9 @@ export function doorPath(doorExternalId: string): string {
  * Sends a prepared command and waits for the verified answer, at most until its `expiresAt`.
  * Never throws for anything the partner or the network does: every such case is an outcome.
  */
+/** Failures of the channel's guard: nothing left for the partner. */
+const NOT_SENT = new Set(['ERR_OUTBOUND_CIRCUIT_OPEN', 'ERR_OUTBOUND_BULKHEAD_FULL', 'ERR_OUTBOUND_THROTTLED']);
+
 export async function sendDoorCommand(
   channel: PartnerChannel,
   command: DoorCommand,
@@ -225,6 +228,8 @@ export async function sendDoorCommand(
       // No answer to take the exchange from: the whole attempt was spent on the partner.
       partnerMs += performance.now() - sentAt;
       if (!(err instanceof OutboundError)) throw err;
+      // Refused by the channel's guard before the network: the command was not sent.
+      if (NOT_SENT.has(err.code)) attempts--;
       if (err.code === 'ERR_OUTBOUND_CONNECT') {
         // The partner may or may not have received it; the same commandId makes a retry safe.
         unreachable = true;
