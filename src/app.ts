@@ -11,6 +11,9 @@ import type { FieldCipher } from './crypto/field-cipher.ts';
 import type { Db } from './db/db.ts';
 import { sql } from './db/sql.ts';
 import { AppError } from './errors.ts';
+import type { DeviceEventSink } from './events/model.ts';
+import { eventAdminRoutes, eventRoutes } from './events/routes.ts';
+import { EventService } from './events/service.ts';
 import { installProblemHandlers, STRICT_AJV } from './http/problem-handler.ts';
 import type { ReplayCache } from './http-signatures/replay-cache.ts';
 import { createIdentity, type Identity } from './identity/identity.ts';
@@ -61,6 +64,8 @@ export interface AppDeps {
   journalLog?: LogIdentity;
   /** Our witness cosigner (contract §8.2): without it, partners' checkpoints are not witnessed (404). */
   witnessCosigner?: NoteSigner;
+  /** Device health: gets every processed partner event (contract §9) in the processor's transaction. */
+  deviceEvents?: DeviceEventSink;
 }
 
 export interface App {
@@ -73,6 +78,11 @@ export interface App {
   reloadDirectory(): Promise<void>;
   /** Journal reconciliation (contract §8.4): our runs against partners; absent without journalLog. */
   reconciler: Reconciler | undefined;
+  /**
+   * Partner events (contract §9): the inbox, its processor and gap backfill. `startServer` starts its
+   * background work (`events.start()`); tests drive `processAll()` / `backfillDue()` themselves.
+   */
+  events: EventService;
   /**
    * Builds the reconciliation indexes of the last SMART_HOME_RECONCILE_WARM_DAYS days for every partner
    * that reconciles with us or we with it, one partner after another (started in the background by
@@ -190,6 +200,15 @@ export async function buildApp(deps: AppDeps): Promise<App> {
         store: reconStore,
       })
     : undefined;
+  const events = new EventService({
+    db: deps.db,
+    cipher: deps.cipher,
+    directory: () => directory,
+    outbound: deps.outbound,
+    sink: deps.deviceEvents,
+    logger: deps.logger,
+    options: config.events,
+  });
   await partnerApp.register(
     async (zone) => {
       // Applied to this context itself (not registered as a child), so its hooks cover the routes below.
@@ -213,6 +232,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
       );
       await zone.register(journalReconcileRoutes({ store: reconStore, options: config.reconcile }));
       await zone.register(journalProofRoutes({ db: deps.db, audience: 'partner' }));
+      await zone.register(eventRoutes({ events }));
     },
     { prefix: '/partner/v1' },
   );
@@ -269,6 +289,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
       await admin.register(reconcileAdminRoutes({ reconciler: () => reconciler }));
       await admin.register(journalProofRoutes({ db: deps.db, audience: 'operator' }));
       await admin.register(witnessAdminRoutes({ db: deps.db }));
+      await admin.register(eventAdminRoutes({ db: deps.db }));
     },
     { prefix: '/admin/v1' },
   );
@@ -319,7 +340,9 @@ export async function buildApp(deps: AppDeps): Promise<App> {
       return warmed;
     },
     reconciler,
+    events,
     async close() {
+      await events.stop();
       await Promise.allSettled([partnerApp.close(), publicApp.close()]);
     },
   };

@@ -303,6 +303,8 @@ export async function startServer(given: Config, opts: { banner?: boolean } = {}
     reconciler: livenessReconciler,
     logger,
   });
+  // Contract §9: stored partner events processed (journal, device health), gaps backfilled.
+  app.events.start();
   // Contract §8.2: our newest checkpoint to the partners that witness our log, while it grows.
   const submitter = startWitnessSubmitter(
     { db: runtime.db, outbound: runtime.outbound, directory: () => app.directory(), logger },
@@ -331,6 +333,7 @@ export async function startServer(given: Config, opts: { banner?: boolean } = {}
     clearInterval(housekeeping);
     await reconcileSchedule?.stop();
     await submitter.stop();
+    await app.events.stop();
     await deviceSweeper.stop();
     await sequencer.stop();
     await close();

@@ -78,6 +78,8 @@ export interface StoredEvent {
   skewMs: number;
   /** Too old to act upon (SMART_HOME_EVENTS_STALE_AFTER_S): stored and journaled, never triggers actions. */
   stale: boolean;
+  /** How it reached us (the processor always sets it; optional for fixtures built by hand). */
+  via?: EventVia;
 }
 
 /**

@@ -1,0 +1,207 @@
+/**
+ * Partner events in (contract §9, issue 5), as one object per app:
+ *
+ *   deliver()  the route's path: check the batch, store it in one transaction, answer; then (not
+ *              awaited by the partner) move the partner's cursor and wake the processor;
+ *   start()    the background work of an instance: the processor (woken at once by this instance's
+ *              stores, and sweeping every `processorIntervalMs` for what other instances left), the
+ *              cursors of partners with gaps, and due backfills;
+ *   processAll(), backfillDue(), advance()  the same steps, driven by tests and tools.
+ *
+ * Processing inline in the request would make the partner's acknowledgement wait for the journal and
+ * device health; the contract only promises "2xx = stored durably", so the answer waits for the insert
+ * alone and processing follows within milliseconds on the same instance.
+ */
+import type { FieldCipher } from '../crypto/field-cipher.ts';
+import type { Db } from '../db/db.ts';
+import { sql } from '../db/sql.ts';
+import type { Logger } from '../logger.ts';
+import { gauge } from '../metrics/registry.ts';
+import type { Outbound } from '../outbound/outbound.ts';
+import type { PartnerDirectory, PartnerInfo } from '../partners/partner-directory.ts';
+import { type BackfillOutcome, backfillPartner, runDueBackfills } from './backfill.ts';
+import { advanceCursor, CursorAdvancer, type CursorRow } from './cursor.ts';
+import type { DeviceEventSink, PartnerEvent } from './model.ts';
+import { processBatch } from './processor.ts';
+import { PseudonymResolver } from './pseudonyms.ts';
+import { prepareBatch, type StoreResult, storePrepared } from './store.ts';
+
+export const processorLag = gauge(
+  'smart_home_events_processor_lag_seconds',
+  'Age of the oldest stored event not yet processed (0: none waiting)',
+);
+
+export interface EventOptions {
+  processorBatch: number;
+  processorIntervalMs: number;
+  staleAfterSeconds: number;
+  pseudonymRefreshSeconds: number;
+  gapGraceMs: number;
+  backfillLimit: number;
+  backfillMinBackoffMs: number;
+  backfillMaxBackoffMs: number;
+  backfillLeaseMs: number;
+}
+
+export interface EventServiceDeps {
+  db: Db;
+  cipher: FieldCipher;
+  directory: () => PartnerDirectory;
+  outbound?: Outbound | undefined;
+  /** Device health (src/device-health/): gets every processed event in the processor's transaction. */
+  sink?: DeviceEventSink | undefined;
+  logger: Logger;
+  options: EventOptions;
+}
+
+export class EventService {
+  readonly #deps: EventServiceDeps;
+  readonly #resolver: PseudonymResolver;
+  readonly #cursors: CursorAdvancer;
+  #timer: NodeJS.Timeout | undefined;
+  #running: Promise<void> | undefined;
+  #started = false;
+  #wake = false;
+  #failing = false;
+
+  constructor(deps: EventServiceDeps) {
+    this.#deps = deps;
+    this.#resolver = new PseudonymResolver({
+      cipher: deps.cipher,
+      refreshSeconds: deps.options.pseudonymRefreshSeconds,
+    });
+    this.#cursors = new CursorAdvancer(deps.db, (err) =>
+      deps.logger.error({ err }, 'moving an event cursor failed'),
+    );
+  }
+
+  /** Stores a delivered batch (contract §9): resolves once it is durably stored. */
+  async deliver(partner: PartnerInfo, events: readonly PartnerEvent[]): Promise<StoreResult> {
+    const prepared = prepareBatch(this.#deps.directory(), partner, events);
+    const result = await storePrepared(this.#deps.db, partner.id, prepared, 'delivery', new Date());
+    if (result.accepted > 0) this.#stored(partner.id);
+    return result;
+  }
+
+  #stored(partnerId: string): void {
+    void this.#cursors.schedule(partnerId);
+    this.kick();
+  }
+
+  /** Wakes the processor now (when started). */
+  kick(): void {
+    if (!this.#started) return;
+    this.#wake = true;
+    if (!this.#running) {
+      if (this.#timer) clearTimeout(this.#timer);
+      this.#tick();
+    }
+  }
+
+  start(): void {
+    if (this.#started) return;
+    this.#started = true;
+    this.#tick();
+  }
+
+  /** Stops after the batch in progress (if any) has committed. */
+  async stop(): Promise<void> {
+    this.#started = false;
+    if (this.#timer) clearTimeout(this.#timer);
+    await this.#running;
+    await this.#cursors.idle();
+  }
+
+  #tick(): void {
+    this.#timer = undefined;
+    this.#running = (async () => {
+      this.#wake = false;
+      try {
+        await this.processAll();
+        await this.#sweepCursors();
+        await this.backfillDue();
+        await this.#measureLag();
+        if (this.#failing) this.#deps.logger.info('event processor recovered');
+        this.#failing = false;
+      } catch (err) {
+        if (!this.#failing) this.#deps.logger.error({ err }, 'event processing failed; retrying');
+        this.#failing = true;
+      }
+    })().finally(() => {
+      this.#running = undefined;
+      if (!this.#started) return;
+      const delay = this.#wake && !this.#failing ? 0 : this.#deps.options.processorIntervalMs;
+      this.#timer = setTimeout(() => this.#tick(), delay);
+      this.#timer.unref();
+    });
+  }
+
+  /** Processes batches until none is left to claim; resolves with how many events. */
+  async processAll(): Promise<number> {
+    const deps = {
+      resolver: this.#resolver,
+      sink: this.#deps.sink,
+      options: {
+        batchSize: this.#deps.options.processorBatch,
+        staleAfterSeconds: this.#deps.options.staleAfterSeconds,
+      },
+    };
+    let total = 0;
+    for (;;) {
+      const n = await processBatch(this.#deps.db, deps);
+      total += n;
+      if (n < this.#deps.options.processorBatch) return total;
+    }
+  }
+
+  /** Moves a partner's cursor now (tests and operators; stores schedule it themselves). */
+  advance(partnerId: string): Promise<CursorRow> {
+    return advanceCursor(this.#deps.db, partnerId);
+  }
+
+  /** Runs the backfills that are due; `partnerId` forces that partner's now, whatever its schedule. */
+  async backfillDue(partnerId?: string): Promise<BackfillOutcome[]> {
+    const deps = {
+      db: this.#deps.db,
+      directory: this.#deps.directory,
+      outbound: this.#deps.outbound,
+      options: {
+        gapGraceMs: this.#deps.options.gapGraceMs,
+        limit: this.#deps.options.backfillLimit,
+        minBackoffMs: this.#deps.options.backfillMinBackoffMs,
+        maxBackoffMs: this.#deps.options.backfillMaxBackoffMs,
+        leaseMs: this.#deps.options.backfillLeaseMs,
+      },
+      onStored: () => this.kick(),
+    };
+    if (partnerId) {
+      const r = await backfillPartner(deps, partnerId, { ignoreSchedule: true });
+      return r ? [r] : [];
+    }
+    const outcomes = await runDueBackfills(deps);
+    for (const r of outcomes) {
+      if (r.error) {
+        this.#deps.logger.warn(
+          { partnerId: r.partnerId, outcome: r.outcome, stored: r.stored, error: r.error },
+          'event gap backfill incomplete',
+        );
+      }
+    }
+    return outcomes;
+  }
+
+  /** Cursors with a gap are re-walked each sweep: a store another instance made may have closed it. */
+  async #sweepCursors(): Promise<void> {
+    const rows = await this.#deps.db.query<{ partner_id: string }>(
+      sql`select partner_id::text as partner_id from event_cursors where max_seen > contiguous`,
+    );
+    for (const r of rows) await this.#cursors.schedule(r.partner_id);
+  }
+
+  async #measureLag(): Promise<void> {
+    const r = await this.#deps.db.one<{ oldest: Date | null }>(
+      sql`select min(received_at) as oldest from event_inbox where processed_at is null`,
+    );
+    processorLag.set(r?.oldest ? Math.max(0, (Date.now() - new Date(r.oldest).getTime()) / 1000) : 0);
+  }
+}

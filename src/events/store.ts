@@ -1,0 +1,191 @@
+/**
+ * Storing partner events in the inbox (contract §9), for a delivery (`POST /partner/v1/events`) and a
+ * backfill alike: one transaction, one multi-row INSERT … ON CONFLICT DO NOTHING for the whole batch,
+ * and only when some row was not inserted, one look-up that tells duplicates from conflicts.
+ *
+ * Exactly-once across instances rests on the primary key (partner_id, event_id) and the unique
+ * (partner_id, seq), not on memory: a concurrent insert of the same event waits for the other
+ * transaction and then sees its row. A conflict (same eventId with other content, or a seq another
+ * event holds) throws {@link EventConflictError} and rolls the whole batch back.
+ */
+import { createHash } from 'node:crypto';
+import type { Db, Queryable } from '../db/db.ts';
+import { sql } from '../db/sql.ts';
+import { AppError } from '../errors.ts';
+import { counter } from '../metrics/registry.ts';
+import type { PartnerDirectory, PartnerInfo } from '../partners/partner-directory.ts';
+import { canonicalJson } from '../util/jcs.ts';
+import type { EventVia, PartnerEvent } from './model.ts';
+
+export const eventsStored = counter('smart_home_events_stored_total', 'Partner events stored (contract §9)', [
+  'partner',
+  'via',
+]);
+export const eventsDuplicate = counter(
+  'smart_home_events_duplicates_total',
+  'Partner events received again with the same content (already stored)',
+  ['partner', 'via'],
+);
+export const eventsConflict = counter(
+  'smart_home_events_conflicts_total',
+  'Event batches refused with 409 event-conflict (an eventId with other content, or a seq already used)',
+  ['partner', 'via'],
+);
+
+/** An event ready for the inbox: its device resolved, its content hashed. */
+export interface PreparedEvent {
+  event: PartnerEvent;
+  /** Lower-case: the key is the UUID, not its spelling. */
+  eventId: string;
+  deviceId: string;
+  /** SHA-256 of the RFC 8785 canonical event, hex. */
+  hash: string;
+}
+
+export class EventConflictError extends AppError {
+  constructor(detail: string) {
+    super('event-conflict', detail);
+  }
+}
+
+export interface StoreResult {
+  accepted: number;
+  duplicates: number;
+}
+
+const RFC3339_PARTS = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})/;
+
+/** A calendar-valid RFC 3339 time (the schema checks the shape only), as epoch ms; NaN if not. */
+export function parseOccurredAt(s: string): number {
+  const m = RFC3339_PARTS.exec(s);
+  if (!m) return Number.NaN;
+  const [y, mo, d, h, mi, se] = m.slice(1).map(Number) as [number, number, number, number, number, number];
+  const day = new Date(Date.UTC(y, mo - 1, d));
+  if (day.getUTCMonth() !== mo - 1 || day.getUTCDate() !== d || h > 23 || mi > 59 || se > 59) {
+    return Number.NaN;
+  }
+  return Date.parse(s);
+}
+
+/** The content hash: SHA-256 over the RFC 8785 canonical event (eventId in lower case). */
+export function eventHash(e: PartnerEvent): string {
+  return createHash('sha256')
+    .update(canonicalJson({ ...e, eventId: e.eventId.toLowerCase() }))
+    .digest('hex');
+}
+
+/**
+ * Checks a batch against the partner's perimeter and itself: every device must be a device of THIS
+ * partner (else 404 for the whole batch — contract §4, nothing about others' devices is revealed);
+ * every `occurredAt` a real time; an eventId repeated in the batch counts once when its content is the
+ * same and is a conflict otherwise, as is one seq for two events.
+ */
+export function prepareBatch(
+  directory: PartnerDirectory,
+  partner: PartnerInfo,
+  events: readonly PartnerEvent[],
+): PreparedEvent[] {
+  const byId = new Map<string, PreparedEvent>();
+  const bySeq = new Map<number, string>();
+  for (const [i, e] of events.entries()) {
+    const device =
+      directory.device(partner, e.device, 'door') ?? directory.device(partner, e.device, 'barrier');
+    if (!device) throw new AppError('not-found', `events/${i}/device: no such device`);
+    if (Number.isNaN(parseOccurredAt(e.occurredAt))) {
+      throw new AppError('invalid-request', `events/${i}/occurredAt: not a valid time`);
+    }
+    const eventId = e.eventId.toLowerCase();
+    const hash = eventHash(e);
+    const seen = byId.get(eventId);
+    if (seen) {
+      if (seen.hash !== hash) {
+        throw new EventConflictError(`events/${i}: the eventId appears twice with different content`);
+      }
+      continue;
+    }
+    const other = bySeq.get(e.seq);
+    if (other !== undefined) throw new EventConflictError(`events/${i}: seq ${e.seq} is used by two events`);
+    bySeq.set(e.seq, eventId);
+    byId.set(eventId, { event: e, eventId, deviceId: device.id, hash });
+  }
+  // Rows are inserted in seq order: concurrent batches lock index entries in one order.
+  return [...byId.values()].sort((a, b) => a.event.seq - b.event.seq);
+}
+
+const isRetryable = (err: unknown) => {
+  const code = (err as { code?: unknown })?.code;
+  // deadlock_detected, serialization_failure: two overlapping batches; the loser runs again.
+  return code === '40P01' || code === '40001';
+};
+
+/**
+ * Stores a prepared batch in one transaction and answers how many were new and
+ * how many were stored before. Throws {@link EventConflictError} with nothing stored.
+ */
+export async function storePrepared(
+  db: Db,
+  partnerId: string,
+  events: readonly PreparedEvent[],
+  via: EventVia,
+  receivedAt: Date,
+): Promise<StoreResult> {
+  let attempt = 0;
+  for (;;) {
+    try {
+      const result = await db.transaction((tx) => insertBatch(tx, partnerId, events, via, receivedAt));
+      eventsStored.inc({ partner: partnerId, via }, result.accepted);
+      if (result.duplicates > 0) eventsDuplicate.inc({ partner: partnerId, via }, result.duplicates);
+      return result;
+    } catch (err) {
+      if (err instanceof EventConflictError) eventsConflict.inc({ partner: partnerId, via });
+      if (isRetryable(err) && attempt++ < 3) continue;
+      throw err;
+    }
+  }
+}
+
+async function insertBatch(
+  tx: Queryable,
+  partnerId: string,
+  events: readonly PreparedEvent[],
+  via: EventVia,
+  receivedAt: Date,
+): Promise<StoreResult> {
+  if (events.length === 0) return { accepted: 0, duplicates: 0 };
+  const inserted = await tx.query<{ event_id: string }>(
+    sql`insert into event_inbox (partner_id, event_id, seq, type, occurred_at, received_at, device_external_id,
+          device_id, method, subject, status, content_hash, via)
+        select ${partnerId}::uuid, x.event_id, x.seq, x.type, x.occurred_at, ${receivedAt}::timestamptz,
+          x.device_external_id, x.device_id, x.method, x.subject, x.status, decode(x.hash, 'hex'), ${via}
+        from unnest(${events.map((p) => p.eventId)}::uuid[], ${events.map((p) => p.event.seq)}::bigint[],
+          ${events.map((p) => p.event.type)}::text[], ${events.map((p) => p.event.occurredAt)}::timestamptz[],
+          ${events.map((p) => p.event.device)}::text[], ${events.map((p) => p.deviceId)}::uuid[],
+          ${events.map((p) => p.event.method)}::text[], ${events.map((p) => p.event.subject)}::text[],
+          ${events.map((p) => p.event.status)}::text[], ${events.map((p) => p.hash)}::text[])
+          as x(event_id, seq, type, occurred_at, device_external_id, device_id, method, subject, status, hash)
+        order by x.seq
+        on conflict do nothing
+        returning event_id::text as event_id`.named('event_inbox_insert'),
+  );
+  if (inserted.length === events.length) return { accepted: inserted.length, duplicates: 0 };
+
+  // Some rows exist already (or were just committed by another instance: read committed sees them
+  // now). Same eventId with the same hash is a retry; anything else conflicts.
+  const fresh = new Set(inserted.map((r) => r.event_id));
+  const rest = events.filter((p) => !fresh.has(p.eventId));
+  const stored = await tx.query<{ event_id: string; hash: string }>(
+    sql`select event_id::text as event_id, encode(content_hash, 'hex') as hash from event_inbox
+        where partner_id = ${partnerId}::uuid and event_id = any(${rest.map((p) => p.eventId)}::uuid[])`,
+  );
+  const hashes = new Map(stored.map((r) => [r.event_id, r.hash]));
+  for (const p of rest) {
+    const h = hashes.get(p.eventId);
+    if (h === undefined) {
+      throw new EventConflictError(`event ${p.eventId}: seq ${p.event.seq} is already used by another event`);
+    }
+    if (h !== p.hash) {
+      throw new EventConflictError(`event ${p.eventId} was already stored with different content`);
+    }
+  }
+  return { accepted: inserted.length, duplicates: rest.length };
+}
