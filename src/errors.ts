@@ -21,6 +21,7 @@ export const PROBLEMS = {
   'access-point-disabled': { status: 409, title: 'The access point is out of service' },
   'plate-already-registered': { status: 409, title: 'This licence plate is already registered' },
   'registry-conflict': { status: 409, title: 'The change conflicts with the registry' },
+  'alert-resolved': { status: 409, title: 'The alert is already resolved' },
   'payload-too-large': { status: 413, title: 'The request body is too large' },
   'unsupported-media-type': { status: 415, title: 'The request body must be application/json' },
   'stale-event': { status: 422, title: 'The event time is outside the accepted window' },

@@ -2,6 +2,13 @@ import type { Static, TSchema } from '@sinclair/typebox';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { FieldCipher } from '../crypto/field-cipher.ts';
 import type { Db } from '../db/db.ts';
+import * as health from '../device-health/queries.ts';
+import {
+  AlertQuery,
+  AlertResolve,
+  Alert as AlertSchema,
+  DeviceHealthFilters,
+} from '../device-health/schemas.ts';
 import { AppError } from '../errors.ts';
 import { appendJournal } from '../journal/journal.ts';
 import * as registry from '../registry/service/index.ts';
@@ -445,9 +452,9 @@ export function adminApi(deps: AdminApiDeps) {
       'GET',
       '/devices',
       {
-        querystring: s.ListQuery({ partnerId: s.Uuid, complexId: s.Uuid }),
+        querystring: s.ListQuery({ partnerId: s.Uuid, complexId: s.Uuid, ...DeviceHealthFilters }),
         response: s.Page(s.Device),
-        summary: 'List devices',
+        summary: 'List devices with their health: state, last seen, clock skew, open alerts',
         tag: 'devices',
       },
       async (req) => q.listDevices(deps.db, req.query),
@@ -475,8 +482,20 @@ export function adminApi(deps: AdminApiDeps) {
     route(
       'GET',
       '/devices/:id',
-      { params: s.IdParams, response: s.Device, summary: 'Get a device', tag: 'devices' },
-      async (req) => found(await q.getDevice(deps.db, req.params.id)),
+      {
+        params: s.IdParams,
+        response: s.DeviceDetail,
+        summary: 'Get a device with its health, recent status history and open alerts',
+        tag: 'devices',
+      },
+      async (req) => {
+        const d = found(await q.getDevice(deps.db, req.params.id));
+        const [statusHistory, alerts] = await Promise.all([
+          health.recentHistory(deps.db, d.id),
+          health.openAlertsOf(deps.db, d.id),
+        ]);
+        return { ...d, statusHistory, alerts };
+      },
     );
     route(
       'PATCH',
@@ -505,6 +524,35 @@ export function adminApi(deps: AdminApiDeps) {
       async (req) => {
         await change(req, (ctx) => registry.deleteDevice(ctx, req.params.id), true);
         return { id: req.params.id, deleted: true as const };
+      },
+    );
+
+    // Device alerts (issue 5): tamper, door forced, door held open
+    route(
+      'GET',
+      '/alerts',
+      {
+        querystring: AlertQuery,
+        response: s.Page(AlertSchema),
+        summary: 'List device alerts (open by default), newest first',
+        tag: 'alerts',
+      },
+      async (req) => health.listAlerts(deps.db, req.query),
+    );
+    route(
+      'POST',
+      '/alerts/:id/resolve',
+      {
+        params: s.IdParams,
+        body: AlertResolve,
+        response: AlertSchema,
+        summary: 'Resolve an open alert (journaled; 409 when already resolved)',
+        tag: 'alerts',
+      },
+      async (req) => {
+        const by = { operatorId: operator(req), requestId: req.id };
+        await deps.db.transaction((tx) => health.resolveAlert(tx, req.params.id, by, req.body.note));
+        return found(await health.getAlert(deps.db, req.params.id));
       },
     );
 

@@ -1,5 +1,12 @@
 import type { Queryable } from '../db/db.ts';
 import { type SqlFragment, sql } from '../db/sql.ts';
+import {
+  HEALTH_COLUMNS,
+  HEALTH_JOIN,
+  type HealthRow,
+  healthFilters,
+  healthOf,
+} from '../device-health/queries.ts';
 import { AppError } from '../errors.ts';
 import { isUuid } from '../util/uuid.ts';
 import { PAGE_DEFAULT } from './schemas.ts';
@@ -169,7 +176,7 @@ export async function getResident(db: Queryable, id: string) {
 
 // Devices
 
-type DeviceRow = {
+type DeviceRow = HealthRow & {
   id: string;
   partner_id: string;
   external_id: string;
@@ -182,8 +189,9 @@ type DeviceRow = {
   created_at: Date;
   updated_at: Date;
 };
+// With its health (src/device-health/, issue 5): state, last seen, skew, open alerts.
 const DEVICE_SELECT = sql`select d.id, d.partner_id, d.external_id, d.kind, d.name, d.complex_id, d.building_id,
-  d.entrance_id, d.enabled, d.created_at, d.updated_at from devices d`;
+  d.entrance_id, d.enabled, d.created_at, d.updated_at, ${HEALTH_COLUMNS} from devices d ${HEALTH_JOIN}`;
 const device = (r: DeviceRow) => ({
   id: r.id,
   partnerId: r.partner_id,
@@ -196,13 +204,22 @@ const device = (r: DeviceRow) => ({
   enabled: r.enabled,
   createdAt: iso(r.created_at),
   updatedAt: iso(r.updated_at),
+  health: healthOf(r),
 });
 export async function listDevices(
   db: Queryable,
-  q: PageQuery & { partnerId?: string | undefined; complexId?: string | undefined },
+  q: PageQuery & {
+    partnerId?: string | undefined;
+    complexId?: string | undefined;
+    state?: string | undefined;
+    flagged?: string | undefined;
+  },
 ) {
   const limit = pageLimit(q);
-  const filters = eqFilters('d', q, { partnerId: 'partner_id', complexId: 'complex_id' });
+  const filters = [
+    ...eqFilters('d', q, { partnerId: 'partner_id', complexId: 'complex_id' }),
+    ...healthFilters(q),
+  ];
   const rows = await db.query<DeviceRow>(
     sql`${DEVICE_SELECT} ${pageWhere('d', q, filters)} order by d.id limit ${limit + 1}`,
   );

@@ -1,4 +1,5 @@
 import { Type as T, type TSchema } from '@sinclair/typebox';
+import { Alert, DeviceHealth, StatusChange } from '../device-health/schemas.ts';
 
 /** JSON Schemas of the operator API (`/admin/v1`): every route validates params, query and body with them. */
 
@@ -194,6 +195,16 @@ export const Device = T.Object(
     enabled: T.Boolean(),
     createdAt: Timestamp,
     updatedAt: Timestamp,
+    health: DeviceHealth,
+  },
+  { additionalProperties: false },
+);
+/** One device with its recent status history and open alerts (issue 5). */
+export const DeviceDetail = T.Object(
+  {
+    ...Device.properties,
+    statusHistory: T.Array(StatusChange, { description: 'newest first, the last 20' }),
+    alerts: T.Array(Alert, { description: 'open alerts, newest first' }),
   },
   { additionalProperties: false },
 );
