@@ -244,11 +244,14 @@ type PartnerRow = {
   token_endpoint: string | null;
   log_key: string | null;
   witness_key: string | null;
+  heartbeat_interval_s: number;
+  heartbeat_missed: number;
   created_at: Date;
   updated_at: Date;
 };
 const PARTNER_SELECT = sql`select p.id, p.code, p.name, p.enabled, p.scopes, p.base_url, p.server_ca_pem,
-  p.outbound_client_id, p.token_endpoint, p.log_key, p.witness_key, p.created_at, p.updated_at from partners p`;
+  p.outbound_client_id, p.token_endpoint, p.log_key, p.witness_key, p.heartbeat_interval_s, p.heartbeat_missed,
+  p.created_at, p.updated_at from partners p`;
 
 async function partner(db: Queryable, r: PartnerRow) {
   const [complexes, networks, certs, signing, encryption, secrets] = [
@@ -301,6 +304,7 @@ async function partner(db: Queryable, r: PartnerRow) {
         : null,
     logKey: r.log_key,
     witnessKey: r.witness_key,
+    heartbeat: { intervalSeconds: r.heartbeat_interval_s, missed: r.heartbeat_missed },
     createdAt: iso(r.created_at),
     updatedAt: iso(r.updated_at),
   };

@@ -1,4 +1,5 @@
 import { Type as T, type TSchema } from '@sinclair/typebox';
+import { Heartbeat } from '../device-health/heartbeat.ts';
 import { Alert, DeviceHealth, StatusChange } from '../device-health/schemas.ts';
 
 /** JSON Schemas of the operator API (`/admin/v1`): every route validates params, query and body with them. */
@@ -310,6 +311,7 @@ const PartnerFields = {
   outbound: Nullable(Outbound),
   logKey: Nullable(LogKey),
   witnessKey: Nullable(WitnessKey),
+  heartbeat: Heartbeat,
 };
 export const PartnerCreate = T.Object(
   {
@@ -320,6 +322,7 @@ export const PartnerCreate = T.Object(
     outbound: T.Optional(Nullable(Outbound)),
     logKey: T.Optional(Nullable(LogKey)),
     witnessKey: T.Optional(Nullable(WitnessKey)),
+    heartbeat: T.Optional(Heartbeat),
   },
   { additionalProperties: false },
 );
@@ -365,6 +368,7 @@ export const Partner = T.Object(
     ),
     logKey: Nullable(T.String({ description: 'verifier key of its journal log; the name is the origin' })),
     witnessKey: Nullable(T.String({ description: 'verifier key of its cosignatures of our checkpoints' })),
+    heartbeat: Heartbeat,
     createdAt: Timestamp,
     updatedAt: Timestamp,
   },

@@ -1,6 +1,7 @@
 import type { FieldCipher } from '../crypto/field-cipher.ts';
 import type { Db, Queryable } from '../db/db.ts';
 import { sql } from '../db/sql.ts';
+import { HEARTBEAT_DEFAULTS } from '../device-health/heartbeat.ts';
 import type { ActorType } from '../journal/journal.ts';
 import { DocumentError, type ProvisioningDocument } from './document.ts';
 import * as registry from './service/index.ts';
@@ -217,6 +218,11 @@ class ApplyContext {
         // Contract §8.2: the keys of its journal log and of its witness (absent: none).
         logKey: p.logKey ?? null,
         witnessKey: p.witnessKey ?? null,
+        // Contract §9: declared figures, each absent one at its default (the document is declarative).
+        heartbeat: {
+          intervalSeconds: p.heartbeat?.intervalSeconds ?? HEARTBEAT_DEFAULTS.intervalSeconds,
+          missed: p.heartbeat?.missed ?? HEARTBEAT_DEFAULTS.missed,
+        },
       };
       const cur = await this.tx.one<{ id: string }>(sql`select id from partners where code = ${p.code}`);
       if (!cur) await atPath(at, () => registry.createPartner(this.svc, input), APPLY_FIELDS);

@@ -2,6 +2,7 @@ import { X509Certificate } from 'node:crypto';
 import { type Static, Type as T } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 import YAML from 'yaml';
+import { HeartbeatDocument } from '../device-health/heartbeat.ts';
 
 /**
  * The provisioning document of `smart-home apply`: one declarative description of complexes, partners,
@@ -105,6 +106,8 @@ const Partner = T.Object(
     logKey: T.Optional(VerifierKey("its journal log's key (Ed25519); the name is the log origin")),
     /** Contract §8.2: its witness key (cosignature/v1, type 0x04), that cosigns our checkpoints. */
     witnessKey: T.Optional(VerifierKey('its witness cosigner key (cosignature/v1)')),
+    /** Contract §9: heartbeat interval (s) and missed heartbeats before offline; absent: 30 and 3. */
+    heartbeat: T.Optional(HeartbeatDocument),
   },
   { additionalProperties: false },
 );

@@ -9,10 +9,13 @@ import { sql } from '../../src/db/sql.ts';
 import { DeviceHealthSink } from '../../src/device-health/sink.ts';
 import { type Fixture, seedDevices, storedEvent } from '../../src/device-health/testing.ts';
 import type { StoredEvent } from '../../src/events/model.ts';
+import { applyDocument } from '../../src/registry/apply.ts';
 import { DATA_KEY_PURPOSES } from '../../src/registry/data-key-purposes.ts';
+import { DocumentError, type ProvisioningDocument, validateDocument } from '../../src/registry/document.ts';
 import { createTestDb } from '../support/test-db.ts';
 
 let db: Db;
+let cipher: FieldCipher;
 let server: AdminTestServer;
 let op: string;
 let f: Fixture;
@@ -25,7 +28,7 @@ const at = (s: number) => new Date(now + s * 1000);
 
 before(async () => {
   db = await createTestDb();
-  const cipher = await FieldCipher.open(db, kekFromBytes(randomBytes(32)), DATA_KEY_PURPOSES);
+  cipher = await FieldCipher.open(db, kekFromBytes(randomBytes(32)), DATA_KEY_PURPOSES);
   server = await startAdminTestServer({ db, cipher });
   op = await server.token(OPERATOR, 'operator');
   f = await seedDevices(db, 3);
@@ -39,7 +42,12 @@ before(async () => {
     storedEvent(other, 0, { type: 'device.status', status: 'offline', receivedAt: at(-3) }),
   ]);
   await apply([
-    storedEvent(f, 0, { type: 'device.status', status: 'door_held_open', occurredAt: at(-2), receivedAt: at(-2) }),
+    storedEvent(f, 0, {
+      type: 'device.status',
+      status: 'door_held_open',
+      occurredAt: at(-2),
+      receivedAt: at(-2),
+    }),
   ]);
 });
 after(async () => {
@@ -139,7 +147,12 @@ describe('operator API: alerts', () => {
     assert.equal(r.body['resolvedBy'], OPERATOR);
     assert.equal(r.body['note'], note);
     assert.ok(r.body['resolvedAt']);
-    const entries = await db.query<{ actor_type: string; actor_id: string; request_id: string; details: unknown }>(
+    const entries = await db.query<{
+      actor_type: string;
+      actor_id: string;
+      request_id: string;
+      details: unknown;
+    }>(
       sql`select actor_type, actor_id, request_id, details from journal
           where action = 'device.alert.resolved' and subject_id = ${String(tamper['id'])}`,
     );
@@ -173,7 +186,10 @@ describe('operator API: alerts', () => {
       body: { note: 'x', severity: 'low' },
     });
     assert.equal(extra.status, 400);
-    const empty = await server.call('POST', `/alerts/${open['id']}/resolve`, { token: op, body: { note: '' } });
+    const empty = await server.call('POST', `/alerts/${open['id']}/resolve`, {
+      token: op,
+      body: { note: '' },
+    });
     assert.equal(empty.status, 400);
     assert.equal(items(await get('/alerts')).length, 1, 'still open');
   });
@@ -196,5 +212,79 @@ describe('operator API: alerts', () => {
       assert.equal((await server.call(method, path, method === 'POST' ? { body: {} } : {})).status, 401);
     }
     assert.equal(items(await get('/alerts')).length, 1, 'the resident resolved nothing');
+  });
+});
+
+describe('per-partner heartbeat settings (contract §9: both figures configurable per partner)', () => {
+  const b64 = (c: string) => c.repeat(43);
+  const doc = (heartbeat?: Record<string, number>): ProvisioningDocument =>
+    validateDocument({
+      version: 1,
+      complexes: [{ code: 'hb', name: 'HB', buildings: [] }],
+      partners: [
+        {
+          code: 'hb-doors',
+          name: 'Doors',
+          scopes: ['events:write'],
+          complexes: ['hb'],
+          networks: ['127.0.0.1/32'],
+          certificates: [b64('A')],
+          signingKeys: [{ kty: 'OKP', crv: 'Ed25519', x: b64('B'), kid: 'hb-1' }],
+          encryptionKeys: [],
+          ...(heartbeat ? { heartbeat } : {}),
+        },
+      ],
+    });
+  const stored = async () =>
+    db.one<{ heartbeat_interval_s: number; heartbeat_missed: number }>(
+      sql`select heartbeat_interval_s, heartbeat_missed from partners where code = 'hb-doors'`,
+    );
+
+  test('the provisioning document sets them (absent: 30 s and 3) and refuses insane ones', async () => {
+    const actor = { type: 'system' as const, id: 'test' };
+    await applyDocument({ db, cipher }, doc(), actor);
+    assert.deepEqual(await stored(), { heartbeat_interval_s: 30, heartbeat_missed: 3 });
+    const s = await applyDocument({ db, cipher }, doc({ intervalSeconds: 60, missed: 5 }), actor);
+    assert.deepEqual(s.changes, ['partner hb-doors updated']);
+    assert.deepEqual(await stored(), { heartbeat_interval_s: 60, heartbeat_missed: 5 });
+    assert.equal(
+      (await applyDocument({ db, cipher }, doc({ intervalSeconds: 60, missed: 5 }), actor)).updated,
+      0,
+    );
+    for (const [hb, path] of [
+      [{ intervalSeconds: 1 }, '/partners/0/heartbeat/intervalSeconds'],
+      [{ missed: 0 }, '/partners/0/heartbeat/missed'],
+      [{ missed: 2.5 }, '/partners/0/heartbeat/missed'],
+      [{ every: 10 }, '/partners/0/heartbeat/every'],
+    ] as const) {
+      assert.throws(
+        () => doc(hb as Record<string, number>),
+        (err: unknown) => err instanceof DocumentError && err.path === path,
+        JSON.stringify(hb),
+      );
+    }
+  });
+
+  test('the operator partner API shows and changes them, within bounds', async () => {
+    const id = (await db.one<{ id: string }>(sql`select id from partners where code = 'hb-doors'`))!.id;
+    const shown = await get(`/partners/${id}`);
+    assert.deepEqual(shown.body['heartbeat'], { intervalSeconds: 60, missed: 5 });
+    const patched = await server.call('PATCH', `/partners/${id}`, {
+      token: op,
+      body: { heartbeat: { intervalSeconds: 15, missed: 4 } },
+    });
+    assert.equal(patched.status, 200, JSON.stringify(patched.body));
+    assert.deepEqual(patched.body['heartbeat'], { intervalSeconds: 15, missed: 4 });
+    assert.deepEqual(await stored(), { heartbeat_interval_s: 15, heartbeat_missed: 4 });
+    for (const heartbeat of [
+      { intervalSeconds: 4000, missed: 3 },
+      { intervalSeconds: 30 },
+      { intervalSeconds: 30, missed: 0 },
+    ]) {
+      const r = await server.call('PATCH', `/partners/${id}`, { token: op, body: { heartbeat } });
+      assert.equal(r.status, 400, JSON.stringify(heartbeat));
+      assert.match(String(r.body['detail']), /^body\/heartbeat/);
+    }
+    assert.deepEqual(await stored(), { heartbeat_interval_s: 15, heartbeat_missed: 4 });
   });
 });

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { calculateJwkThumbprint, type JWK } from 'jose';
 import { sql } from '../../db/sql.ts';
+import { HEARTBEAT_DEFAULTS, type HeartbeatSettings } from '../../device-health/heartbeat.ts';
 import { parseVerifierKey, SIG_COSIGNATURE_V1, SIG_ED25519 } from '../../tlog/note.ts';
 import { addPartnerSecret } from '../partner-secrets.ts';
 import { rebuildPartnerPlateTokens } from '../plate-tokens.ts';
@@ -49,6 +50,11 @@ export interface PartnerInput {
    * that checks its cosignatures of smart-home's checkpoints. Absent or null: none.
    */
   witnessKey?: string | null;
+  /**
+   * Contract §9: how often its devices send heartbeats and after how many missed ones a device is
+   * offline. Absent: 30 s and 3 on creation, unchanged on update.
+   */
+  heartbeat?: HeartbeatSettings | undefined;
 }
 
 export interface PartnerOutbound {
@@ -71,7 +77,18 @@ type PartnerRow = {
   token_endpoint: string | null;
   log_key: string | null;
   witness_key: string | null;
+  heartbeat_interval_s: number;
+  heartbeat_missed: number;
 };
+
+/** The bounds of migration 015, for callers that did not validate a schema (the service is shared). */
+function checkHeartbeat(h: HeartbeatSettings): HeartbeatSettings {
+  if (!Number.isInteger(h.intervalSeconds) || h.intervalSeconds < 5 || h.intervalSeconds > 3600)
+    throw invalid('heartbeat/intervalSeconds', 'must be an integer from 5 to 3600');
+  if (!Number.isInteger(h.missed) || h.missed < 1 || h.missed > 100)
+    throw invalid('heartbeat/missed', 'must be an integer from 1 to 100');
+  return h;
+}
 
 /** A verifier key string checked for its type; its name is the log origin for a log key. */
 function checkVerifierKey(field: 'logKey' | 'witnessKey', vkey: string | null | undefined): string | null {
@@ -127,10 +144,13 @@ export async function createPartner(ctx: RegistryContext, input: PartnerInput): 
   const logKey = checkVerifierKey('logKey', input.logKey);
   const witnessKey = checkVerifierKey('witnessKey', input.witnessKey);
   const origin = await logOrigin(ctx, id, logKey);
+  const hb = checkHeartbeat(input.heartbeat ?? HEARTBEAT_DEFAULTS);
   await ctx.tx.query(sql`insert into partners (id, code, name, scopes, enabled, base_url,
-      server_ca_pem, outbound_client_id, token_endpoint, log_key, log_origin, witness_key)
+      server_ca_pem, outbound_client_id, token_endpoint, log_key, log_origin, witness_key,
+      heartbeat_interval_s, heartbeat_missed)
     values (${id}, ${input.code}, ${input.name}, ${scopes}, ${input.enabled}, ${input.baseUrl},
-      ${o.serverCa}, ${o.clientId}, ${o.tokenEndpoint}, ${logKey}, ${origin}, ${witnessKey})`);
+      ${o.serverCa}, ${o.clientId}, ${o.tokenEndpoint}, ${logKey}, ${origin}, ${witnessKey},
+      ${hb.intervalSeconds}, ${hb.missed})`);
   await addPartnerSecret(ctx.tx, ctx.cipher, { id, code: input.code });
   await setPerimeter(ctx, id, input.complexIds);
   await setNetworks(ctx, id, input.networks);
@@ -146,7 +166,7 @@ export async function createPartner(ctx: RegistryContext, input: PartnerInput): 
 export async function updatePartner(ctx: RegistryContext, id: string, patch: PartnerPatch): Promise<Change> {
   const cur = await ctx.tx.one<PartnerRow>(
     sql`select id, code, name, scopes, enabled, base_url, server_ca_pem, outbound_client_id, token_endpoint,
-          log_key, witness_key
+          log_key, witness_key, heartbeat_interval_s, heartbeat_missed
         from partners where id = ${id} for update`,
   );
   if (!cur) throw notFound('partner');
@@ -163,6 +183,9 @@ export async function updatePartner(ctx: RegistryContext, id: string, patch: Par
   const witnessKey =
     patch.witnessKey === undefined ? cur.witness_key : checkVerifierKey('witnessKey', patch.witnessKey);
   const origin = await logOrigin(ctx, id, logKey);
+  const hb = patch.heartbeat
+    ? checkHeartbeat(patch.heartbeat)
+    : { intervalSeconds: cur.heartbeat_interval_s, missed: cur.heartbeat_missed };
   let changed = false;
   if (
     cur.name !== name ||
@@ -173,13 +196,16 @@ export async function updatePartner(ctx: RegistryContext, id: string, patch: Par
     cur.outbound_client_id !== o.clientId ||
     cur.token_endpoint !== o.tokenEndpoint ||
     cur.log_key !== logKey ||
-    cur.witness_key !== witnessKey
+    cur.witness_key !== witnessKey ||
+    cur.heartbeat_interval_s !== hb.intervalSeconds ||
+    cur.heartbeat_missed !== hb.missed
   ) {
     changed = true;
     await ctx.tx.query(sql`update partners set name = ${name}, scopes = ${scopes}, enabled = ${enabled},
       base_url = ${baseUrl}, server_ca_pem = ${o.serverCa}, outbound_client_id = ${o.clientId},
       token_endpoint = ${o.tokenEndpoint}, log_key = ${logKey}, log_origin = ${origin},
-      witness_key = ${witnessKey}, updated_at = now() where id = ${id}`);
+      witness_key = ${witnessKey}, heartbeat_interval_s = ${hb.intervalSeconds},
+      heartbeat_missed = ${hb.missed}, updated_at = now() where id = ${id}`);
   }
   if (patch.complexIds) changed = (await setPerimeter(ctx, id, patch.complexIds)) || changed;
   if (patch.networks) changed = (await setNetworks(ctx, id, patch.networks)) || changed;
