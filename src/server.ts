@@ -12,6 +12,7 @@ import type { Db } from './db/db.ts';
 import { migrate, pendingMigrations } from './db/migrate.ts';
 import { openDb } from './db/open-db.ts';
 import { livenessReconciler } from './device-health/reconciler.ts';
+import { DeviceHealthSink } from './device-health/sink.ts';
 import { startDeviceSweeper } from './device-health/sweeper.ts';
 import { MemoryReplayCache, RedisReplayCache, type ReplayCache } from './http-signatures/replay-cache.ts';
 import { ensureIdentityMaterial } from './identity/identity.ts';
@@ -234,6 +235,8 @@ export async function createRuntime(
       outbound,
       journalLog,
       witnessCosigner: witness,
+      // Issue 5: device health from every processed partner event, in the processor's transaction.
+      deviceEvents: new DeviceHealthSink({ maxSkewMs: config.deviceHealth.maxSkewMs }),
     });
     built = app;
     return {
