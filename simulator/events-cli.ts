@@ -77,7 +77,8 @@ export function eventCommands(program: Command, h: CliHelpers): void {
     .description('produce events on the devices and deliver them to smart-home, with faults')
     .action(async (code: string, o: Record<string, string | string[] | undefined>) => {
       const g = program.opts<{ url: string; ca: string; smartHomeKey: string }>();
-      const s = (k: string) => String(o[k] ?? '');
+      // commander names `--max-attempts` maxAttempts
+      const s = (k: string) => String(o[k.replace(/-(\w)/g, (_, c: string) => c.toUpperCase())] ?? '');
       const dir = h.dirOf(code);
       const seed = number('seed', s('seed'), 0, 2 ** 32 - 1);
       const skews = new Map<string, number>();
