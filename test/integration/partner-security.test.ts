@@ -109,7 +109,34 @@ const ROUTES: PartnerRoute[] = [
     otherScope: 'barrier:decide',
     okStatus: 200,
   },
+  {
+    // Contract §9: one new event of north's barrier each time (seq +1 per request that gets through).
+    name: 'POST /partner/v1/events',
+    method: 'POST',
+    scope: 'events:write',
+    path: '/partner/v1/events',
+    body: () => ({ events: [partnerEvent('gate-1')] }),
+    foreignPath: '/partner/v1/events',
+    // South's barrier: the whole batch is 404, nothing about the device is revealed.
+    foreignBody: () => ({ events: [partnerEvent('gate-s')] }),
+    withUnknownField: () => ({ events: [{ ...partnerEvent('gate-1'), plate: 'A123BC77' }] }),
+    okStatus: 200,
+  },
 ];
+
+let eventSeq = 0;
+function partnerEvent(device: string) {
+  return {
+    eventId: uuidv7(),
+    seq: ++eventSeq,
+    type: 'access.granted',
+    occurredAt: new Date().toISOString(),
+    device,
+    method: 'plate',
+    subject: null,
+    status: null,
+  };
+}
 
 const partnerLogCheckpoint = (code: string) => {
   const leaves = [0, 1, 2].map((i) => leafHash(Buffer.from(`${code} entry ${i}`)));
@@ -133,7 +160,10 @@ before(async () => {
     partners: [{ code: 'barrier-north' }, { code: 'barrier-south' }],
     document: (ids) => {
       const w = standardWorld(ids);
-      for (const p of w.partners ?? []) p.logKey = journalSigner(ids.get(p.code)!).verifierKey;
+      for (const p of w.partners ?? []) {
+        p.logKey = journalSigner(ids.get(p.code)!).verifierKey;
+        p.scopes = [...p.scopes, 'events:write'];
+      }
       return w;
     },
     env: { SMART_HOME_TRUSTED_PROXIES: '127.0.0.4/32' },
@@ -163,7 +193,10 @@ before(async () => {
 
 /** Contract §8.2: each partner's journal log key registered (the simulator identity's). */
 function withLogKeys(world: ReturnType<typeof standardWorld>) {
-  for (const p of world.partners ?? []) p.logKey = journalSigner(h.identities.get(p.code)!).verifierKey;
+  for (const p of world.partners ?? []) {
+    p.logKey = journalSigner(h.identities.get(p.code)!).verifierKey;
+    p.scopes = [...p.scopes, 'events:write'];
+  }
   return world;
 }
 after(() => h.close());
