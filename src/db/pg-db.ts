@@ -43,16 +43,27 @@ export async function openPgDb(opts: PgOptions): Promise<Db> {
     ...queryable(pool),
     async transaction(fn) {
       const client = await pool.connect();
+      // A checked-out client whose server connection dies (a restart, a failover) emits 'error' itself:
+      // the pool's listener covers idle clients only, so without this one the process would crash. A
+      // broken client is destroyed on release, not handed to the next transaction.
+      let broken: Error | undefined;
+      const onError = (err: Error) => {
+        broken ??= err;
+      };
+      client.on('error', onError);
       try {
         await client.query('begin');
         const result = await fn(queryable(client));
         await client.query('commit');
         return result;
       } catch (err) {
-        await client.query('rollback').catch(() => {});
+        await client.query('rollback').catch((e: Error) => {
+          broken ??= e;
+        });
         throw err;
       } finally {
-        client.release();
+        client.off('error', onError);
+        client.release(broken);
       }
     },
     close: () => pool.end(),
