@@ -66,6 +66,9 @@ export async function startLocalStack(opts: {
     SMART_HOME_PARTNER_PORT: '0',
     SMART_HOME_PARTNER_RATE_LIMIT: '1000',
     SMART_HOME_PARTNER_RATE_BURST: '1000',
+    // Load shedding reads the event loop of the whole test process (PGlite's WebAssembly, key generation
+    // of other suites): off here; the shedding suite drives it with a fixed lag probe.
+    SMART_HOME_SHED_LAG_MS: '0',
     // CI runs every suite a second time with nonces shared through the real Redis.
     ...(process.env['REDIS_URL'] ? { REDIS_URL: process.env['REDIS_URL'] } : {}),
     ...opts.env,
@@ -143,7 +146,12 @@ export async function startLocalStack(opts: {
 export async function serveWithWorkers(
   stack: LocalStack,
   opts: { databaseUrl: string; schema: string; workers: number; env?: Record<string, string> },
-): Promise<{ partnerUrl: string; stop(): Promise<void> }> {
+): Promise<{
+  partnerUrl: string;
+  /** The primary process (its workers are its children). */
+  pid: number;
+  stop(): Promise<void>;
+}> {
   const [partnerPort, publicPort] = [await freePort(), await freePort()];
   const dbUrl = new URL(opts.databaseUrl);
   dbUrl.searchParams.set('options', `-c search_path=${opts.schema}`);
@@ -174,6 +182,7 @@ export async function serveWithWorkers(
   await new Promise((r) => setTimeout(r, 1500));
   return {
     partnerUrl: `https://localhost:${partnerPort}`,
+    pid: child.pid!,
     async stop() {
       if (child.exitCode !== null) return;
       const exited = new Promise((r) => child.once('exit', r));

@@ -26,15 +26,17 @@ import { newReconStore, Reconciler } from './journal/reconcile/service.ts';
 import { witnessAdminRoutes, witnessPartnerRoutes } from './journal/witness/routes.ts';
 import type { SigningKey } from './keys/service-keys.ts';
 import type { Logger } from './logger.ts';
+import { collectProcessMetrics, httpMetrics, metricsRoute } from './metrics/http.ts';
 import type { Outbound } from './outbound/outbound.ts';
 import { clientAddress } from './partner-zone/client-address.ts';
+import { eventLoopLagProbe, type LagProbe, LoadShedder } from './partner-zone/load-shedder.ts';
 import { createAccessTokenVerifier } from './partner-zone/oauth/access-token.ts';
 import {
   createPartnerAuthorizationServer,
   PARTNER_API_AUDIENCE,
 } from './partner-zone/oauth/authorization-server.ts';
 import { partnerZone, registeredPartner } from './partner-zone/partner-zone.ts';
-import { TokenBucketLimiter } from './partner-zone/rate-limiter.ts';
+import { type RateLimiter, TokenBucketLimiter } from './partner-zone/rate-limiter.ts';
 import { PartnerDirectory } from './partners/partner-directory.ts';
 import { DoorNotCommandable, type DoorOpener, outboundDoorOpener } from './resident-api/door-opener.ts';
 import { residentApi } from './resident-api/routes.ts';
@@ -58,6 +60,10 @@ export interface AppDeps {
   /** ES256 private JWK with kid: signs partner access tokens. */
   tokenKey: JWK;
   replayCache: ReplayCache;
+  /** Per-partner rate limits; default: in memory (server.ts passes the Redis one with REDIS_URL). */
+  rateLimiter?: RateLimiter;
+  /** Event loop lag for load shedding; default: `monitorEventLoopDelay` sampled per the options. */
+  lagProbe?: LagProbe;
   /** The outbound partner channel (contract §7), for the resident door-open route. */
   outbound?: Outbound;
   /** The journal log's identity: signs reconciliation reports (without it, operators cannot run one). */
@@ -76,6 +82,8 @@ export interface App {
   /** The partner directory currently in force, and a way to reload it after a change. */
   directory(): PartnerDirectory;
   reloadDirectory(): Promise<void>;
+  /** Load shedding of the partner listener (tests replace its lag probe to drive it). */
+  loadShedder: LoadShedder;
   /** Journal reconciliation (contract §8.4): our runs against partners; absent without journalLog. */
   reconciler: Reconciler | undefined;
   /**
@@ -151,6 +159,20 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     if (!directory.anyNetwork.has(socket.remoteAddress)) socket.destroy();
   });
   installProblemHandlers(partnerApp);
+  collectProcessMetrics();
+  httpMetrics(partnerApp, 'partner');
+  const p = config.partner;
+  const loadShedder = new LoadShedder(
+    {
+      thresholdMs: p.shedLagMs,
+      retryAfterSeconds: p.shedRetryAfterSeconds,
+      fairShareFactor: p.shedFairShareFactor,
+      windowMs: p.shedWindowMs,
+    },
+    deps.lagProbe ?? (p.shedLagMs > 0 ? eventLoopLagProbe(p.shedSampleMs) : { lagMs: () => 0 }),
+  );
+  const limiter =
+    deps.rateLimiter ?? new TokenBucketLimiter({ ratePerSecond: p.rateLimit, burst: p.rateBurst });
   // OpenAPI of the partner API, collected from the routes as they register (docs/openapi/partner.json).
   await registerOpenApi(partnerApp, 'partner');
   // The token endpoint lies outside the partner zone's hooks (oidc-provider answers it), but the
@@ -158,6 +180,9 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   partnerApp.addHook('onRequest', async (req) => {
     if (!req.url.startsWith('/oauth/')) return;
     const found = registeredPartner(req, directory);
+    // Shed here too: a token request is as much work as any (issue 5, load shedding).
+    const shed = found ? loadShedder.check(found.partner.id) : 0;
+    if (shed > 0) throw new AppError('overloaded', undefined, { headers: { 'retry-after': String(shed) } });
     if (found && !found.partner.networks.has(clientAddress(req.raw, trustedProxies))) {
       throw new AppError('ip-not-allowed');
     }
@@ -216,10 +241,8 @@ export async function buildApp(deps: AppDeps): Promise<App> {
         directory: () => directory,
         tokens,
         replayCache: deps.replayCache,
-        limiter: new TokenBucketLimiter({
-          ratePerSecond: config.partner.rateLimit,
-          burst: config.partner.rateBurst,
-        }),
+        limiter,
+        shedder: loadShedder,
         trustedProxies,
         responseKey: deps.responseKey,
       })(zone);
@@ -249,9 +272,12 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   }) as unknown as FastifyInstance;
   publicApp.server.headersTimeout = config.http.headersTimeoutMs;
   installProblemHandlers(publicApp);
+  httpMetrics(publicApp, 'public');
   // OpenAPI of the operator and resident APIs, collected from the routes as they register.
   await registerOpenApi(publicApp, 'public');
   publicApp.get('/healthz', async () => ({ status: 'ok' }));
+  // Prometheus scrape, bearer SMART_HOME_METRICS_TOKEN; absent without it (src/metrics/http.ts).
+  metricsRoute(publicApp, config.metrics.token);
   publicApp.get('/readyz', async () => {
     await deps.db.query(sql`select 1`);
     return { status: 'ready' };
@@ -325,6 +351,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     identity,
     directory: () => directory,
     reloadDirectory,
+    loadShedder,
     async warmReconciliation(now = Date.now()) {
       const days = config.reconcile.warmDays;
       if (days <= 0) return 0;
@@ -344,6 +371,8 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     async close() {
       await events.stop();
       await Promise.allSettled([partnerApp.close(), publicApp.close()]);
+      loadShedder.close();
+      await limiter.close();
     },
   };
 }

@@ -31,6 +31,8 @@ export const PROBLEMS = {
   // partner's fault, never smart-home's internals), unlike every other 5xx.
   'partner-unavailable': { status: 502, title: 'The partner did not answer as required' },
   unavailable: { status: 503, title: 'Service unavailable' },
+  // Issue 5, load shedding: the instance is lagging; sent with Retry-After before any work is done.
+  overloaded: { status: 503, title: 'The service is overloaded; retry after the indicated time' },
 } as const;
 
 export type ProblemCode = keyof typeof PROBLEMS;

@@ -24,6 +24,7 @@ import { startWitnessSubmitter } from './journal/witness/submitter.ts';
 import { ensureJwkFile, loadSigningKey } from './keys/service-keys.ts';
 import { createLogger, type Logger } from './logger.ts';
 import { Outbound } from './outbound/outbound.ts';
+import { type RateLimiter, RedisRateLimiter } from './partner-zone/rate-limiter.ts';
 import { ensureDevPki, isDevelopmentCert } from './pki/dev-pki.ts';
 import { DATA_KEY_PURPOSES } from './registry/data-key-purposes.ts';
 import { type NoteSigner, noteSigner } from './tlog/note.ts';
@@ -206,10 +207,19 @@ export async function createRuntime(
     }
     const cipher = await FieldCipher.open(db, kek, DATA_KEY_PURPOSES);
     let replayCache: ReplayCache;
+    let rateLimiter: RateLimiter | undefined;
     if (config.redis.url) {
       redis = new Redis(config.redis.url, { lazyConnect: true, maxRetriesPerRequest: 2 });
       await redis.connect();
       replayCache = new RedisReplayCache(redis);
+      // Issue 5: one budget per partner across instances, on the replay cache's connection.
+      rateLimiter = new RedisRateLimiter(redis, {
+        ratePerSecond: config.partner.rateLimit,
+        burst: config.partner.rateBurst,
+        onBackendError: config.partner.rateLimitOnRedisError,
+        timeoutMs: config.partner.rateLimitRedisTimeoutMs,
+        logger,
+      });
     } else replayCache = new MemoryReplayCache();
     let built: App | undefined;
     const outbound = new Outbound({
@@ -222,6 +232,7 @@ export async function createRuntime(
       clientTls: outboundTls,
       signingKey: responseKey,
       options: config.outbound,
+      logger,
     });
     const app = await buildApp({
       config,
@@ -232,6 +243,7 @@ export async function createRuntime(
       responseKey,
       tokenKey,
       replayCache,
+      ...(rateLimiter ? { rateLimiter } : {}),
       outbound,
       journalLog,
       witnessCosigner: witness,

@@ -51,7 +51,17 @@ export interface Config {
     bodyLimit: number;
     rateLimit: number;
     rateBurst: number;
+    rateLimitOnRedisError: 'open' | 'closed';
+    rateLimitRedisTimeoutMs: number;
+    /** Load shedding (src/partner-zone/load-shedder.ts). */
+    shedLagMs: number;
+    shedRetryAfterSeconds: number;
+    shedFairShareFactor: number;
+    shedWindowMs: number;
+    shedSampleMs: number;
   };
+  /** `/metrics` (src/metrics/http.ts). */
+  metrics: { token: string | undefined };
   /** The outbound partner channel (contract §7), see src/outbound/. */
   outbound: {
     clientCert: string;
@@ -296,6 +306,9 @@ export function loadConfig(env: Source = process.env): Config {
     problems.push(
       'SMART_HOME_EVENTS_BACKFILL_MIN_BACKOFF_MS must not exceed SMART_HOME_EVENTS_BACKFILL_MAX_BACKOFF_MS',
     );
+  }
+  if (cfg.metrics.token !== undefined && cfg.metrics.token.length < 32) {
+    problems.push('SMART_HOME_METRICS_TOKEN must be at least 32 characters');
   }
   if (cfg.workers > 1 && !cfg.database.url) {
     problems.push('SMART_HOME_WORKERS > 1 needs DATABASE_URL: the embedded database belongs to one process');

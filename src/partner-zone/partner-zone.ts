@@ -5,10 +5,12 @@ import { AppError } from '../errors.ts';
 import { contentDigest } from '../http-signatures/content-digest.ts';
 import type { ReplayCache } from '../http-signatures/replay-cache.ts';
 import { signResponse, UNBOUND_RESPONSE_COMPONENTS, verifyRequest } from '../http-signatures/rfc9421.ts';
+import { counter } from '../metrics/registry.ts';
 import type { PartnerDirectory, PartnerInfo } from '../partners/partner-directory.ts';
 import type { CidrSet } from '../util/cidr.ts';
 import { clientAddress } from './client-address.ts';
-import type { TokenBucketLimiter } from './rate-limiter.ts';
+import type { LoadShedder } from './load-shedder.ts';
+import { type RateLimiter, RateLimiterUnavailableError } from './rate-limiter.ts';
 
 export type PartnerScope = 'barrier:decide' | 'face:decide' | 'events:write' | 'audit:exchange';
 
@@ -23,7 +25,9 @@ export interface PartnerZoneDeps {
   directory: () => PartnerDirectory;
   tokens: TokenVerifier;
   replayCache: ReplayCache;
-  limiter: TokenBucketLimiter;
+  limiter: RateLimiter;
+  /** Sheds partner requests while the event loop lags (503 overloaded); none: never shed. */
+  shedder?: LoadShedder | undefined;
   trustedProxies: CidrSet;
   /** smart-home's own Ed25519 key: signs every response of the zone (contract §3). */
   responseKey: { kid: string; privateKey: KeyObject };
@@ -41,6 +45,12 @@ declare module 'fastify' {
 }
 
 const thumbprints = new WeakMap<object, string>();
+
+const rateLimited = counter(
+  'smart_home_partner_rate_limited_total',
+  'Partner requests answered 429 rate-limited, per partner.',
+  ['partner'],
+);
 
 /** RFC 8705 §3.1 x5t#S256 of the connection's client certificate, computed once per connection. */
 export function peerThumbprint(req: FastifyRequest): string | undefined {
@@ -72,9 +82,10 @@ const REQUIRED_WITHOUT_BODY = ['@method', '@target-uri', 'authorization'];
 
 /**
  * The `partner` zone: every route registered inside it is reached only through mTLS (enforced by the
- * listener), a registered certificate, the partner's own address list, its rate limit, a certificate-
- * bound access token with the route's scope, and a valid RFC 9421 signature — in that order, cheapest
- * first. Every response, errors included, is signed.
+ * listener), a registered certificate, load shedding, the partner's own address list, its rate limit
+ * (shared across instances through Redis when configured), a certificate-bound access token with the
+ * route's scope, and a valid RFC 9421 signature — in that order, cheapest first. Every response,
+ * errors included, is signed.
  */
 export function partnerZone(deps: PartnerZoneDeps) {
   return async function zone(app: FastifyInstance): Promise<void> {
@@ -97,11 +108,27 @@ export function partnerZone(deps: PartnerZoneDeps) {
         throw new AppError('invalid-token', 'the client certificate is not registered to an enabled partner');
       }
       const { partner, thumbprint } = found;
+      // Issue 5: an overloaded instance says so before spending anything on the request.
+      const shed = deps.shedder?.check(partner.id) ?? 0;
+      if (shed > 0) {
+        throw new AppError('overloaded', undefined, { headers: { 'retry-after': String(shed) } });
+      }
       if (!partner.networks.has(clientAddress(req.raw, deps.trustedProxies)))
         throw new AppError('ip-not-allowed');
-      const wait = deps.limiter.take(partner.id);
-      if (wait > 0)
+      let wait: number;
+      try {
+        wait = await deps.limiter.take(partner.id);
+      } catch (err) {
+        // The shared limit store is down and the limiter fails closed (an operator's choice).
+        if (err instanceof RateLimiterUnavailableError) {
+          throw new AppError('unavailable', undefined, { headers: { 'retry-after': '1' }, cause: err });
+        }
+        throw err;
+      }
+      if (wait > 0) {
+        rateLimited.inc({ partner: partner.id });
         throw new AppError('rate-limited', undefined, { headers: { 'retry-after': String(wait) } });
+      }
 
       const m = BEARER.exec(req.headers.authorization ?? '');
       if (!m) throw new AppError('invalid-token', 'a Bearer access token is required');

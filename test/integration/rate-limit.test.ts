@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import type { PartnerClient } from '../../simulator/partner-client.ts';
+import { sql } from '../../src/db/sql.ts';
+import { registry } from '../../src/metrics/registry.ts';
 import { type Harness, startHarness } from '../support/harness.ts';
 import { PLATES, standardWorld } from '../support/world.ts';
 
@@ -33,4 +35,10 @@ test('a partner over its rate limit gets 429 with Retry-After; another partner i
   assert.equal((limited.body as unknown as { type: string }).type, 'urn:smart-home:problem:rate-limited');
   assert.equal(limited.signatureValid, true);
   assert.equal((await south.barrierRead('gate-s', PLATES.boris)).status, 200);
+  // Counted per partner, by its internal id (the /metrics exposition).
+  const northId = (await h.runtime.db.one<{ id: string }>(
+    sql`select id from partners where code = 'barrier-north'`,
+  ))!.id;
+  const text = await registry.getSingleMetricAsString('smart_home_partner_rate_limited_total');
+  assert.match(text, new RegExp(`partner="${northId}"\\} [1-9]`));
 });
