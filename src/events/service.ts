@@ -63,6 +63,8 @@ export class EventService {
   #started = false;
   #wake = false;
   #failing = false;
+  /** When the last full sweep (cursors, backfills, lag) ran, performance.now() ms. */
+  #sweptAt = Number.NEGATIVE_INFINITY;
 
   constructor(deps: EventServiceDeps) {
     this.#deps = deps;
@@ -118,9 +120,14 @@ export class EventService {
       this.#wake = false;
       try {
         await this.processAll();
-        await this.#sweepCursors();
-        await this.backfillDue();
-        await this.#measureLag();
+        // A wake-up by this instance's stores processes only; the rest runs once per interval, however
+        // many stores woke the processor in between.
+        if (performance.now() - this.#sweptAt >= this.#deps.options.processorIntervalMs) {
+          this.#sweptAt = performance.now();
+          await this.#sweepCursors();
+          await this.backfillDue();
+          await this.#measureLag();
+        }
         if (this.#failing) this.#deps.logger.info('event processor recovered');
         this.#failing = false;
       } catch (err) {
