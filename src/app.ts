@@ -35,7 +35,7 @@ import {
   createPartnerAuthorizationServer,
   PARTNER_API_AUDIENCE,
 } from './partner-zone/oauth/authorization-server.ts';
-import { partnerZone, registeredPartner } from './partner-zone/partner-zone.ts';
+import { partnerZone, registeredPartner, takeOrRefuse } from './partner-zone/partner-zone.ts';
 import { type RateLimiter, TokenBucketLimiter } from './partner-zone/rate-limiter.ts';
 import { PartnerDirectory } from './partners/partner-directory.ts';
 import { DoorNotCommandable, type DoorOpener, outboundDoorOpener } from './resident-api/door-opener.ts';
@@ -186,6 +186,8 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     if (found && !found.partner.networks.has(clientAddress(req.raw, trustedProxies))) {
       throw new AppError('ip-not-allowed');
     }
+    // Its own bucket per partner (same rate): a token flood is bounded without eating the API budget.
+    if (found) await takeOrRefuse(limiter, `${found.partner.id}:token`, found.partner.id);
   });
 
   const authServer = createPartnerAuthorizationServer({

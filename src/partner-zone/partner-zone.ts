@@ -76,6 +76,26 @@ export function registeredPartner(
   return thumbprint && partner?.enabled ? { partner, thumbprint } : undefined;
 }
 
+/**
+ * One token of the partner's bucket `key`, or the refusal: `429 rate-limited` with Retry-After, or
+ * `503 unavailable` when the shared store is down and the limiter fails closed (an operator's choice).
+ */
+export async function takeOrRefuse(limiter: RateLimiter, key: string, partnerId = key): Promise<void> {
+  let wait: number;
+  try {
+    wait = await limiter.take(key);
+  } catch (err) {
+    if (err instanceof RateLimiterUnavailableError) {
+      throw new AppError('unavailable', undefined, { headers: { 'retry-after': '1' }, cause: err });
+    }
+    throw err;
+  }
+  if (wait > 0) {
+    rateLimited.inc({ partner: partnerId });
+    throw new AppError('rate-limited', undefined, { headers: { 'retry-after': String(wait) } });
+  }
+}
+
 const BEARER = /^Bearer ([A-Za-z0-9\-._~+/]+=*)$/;
 const REQUIRED_WITH_BODY = ['@method', '@target-uri', 'authorization', 'content-digest'];
 const REQUIRED_WITHOUT_BODY = ['@method', '@target-uri', 'authorization'];
@@ -115,20 +135,7 @@ export function partnerZone(deps: PartnerZoneDeps) {
       }
       if (!partner.networks.has(clientAddress(req.raw, deps.trustedProxies)))
         throw new AppError('ip-not-allowed');
-      let wait: number;
-      try {
-        wait = await deps.limiter.take(partner.id);
-      } catch (err) {
-        // The shared limit store is down and the limiter fails closed (an operator's choice).
-        if (err instanceof RateLimiterUnavailableError) {
-          throw new AppError('unavailable', undefined, { headers: { 'retry-after': '1' }, cause: err });
-        }
-        throw err;
-      }
-      if (wait > 0) {
-        rateLimited.inc({ partner: partner.id });
-        throw new AppError('rate-limited', undefined, { headers: { 'retry-after': String(wait) } });
-      }
+      await takeOrRefuse(deps.limiter, partner.id);
 
       const m = BEARER.exec(req.headers.authorization ?? '');
       if (!m) throw new AppError('invalid-token', 'a Bearer access token is required');

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
+import { request } from 'undici';
 import type { PartnerClient } from '../../simulator/partner-client.ts';
 import { sql } from '../../src/db/sql.ts';
 import { registry } from '../../src/metrics/registry.ts';
@@ -41,4 +42,28 @@ test('a partner over its rate limit gets 429 with Retry-After; another partner i
   ))!.id;
   const text = await registry.getSingleMetricAsString('smart_home_partner_rate_limited_total');
   assert.match(text, new RegExp(`partner="${northId}"\\} [1-9]`));
+});
+
+test('the token endpoint has its own bucket per partner: a token flood is refused with 429', async () => {
+  const statuses: number[] = [];
+  let retryAfter: unknown;
+  for (let i = 0; i < 5; i++) {
+    const res = await request(`${h.partnerUrl}/oauth/token`, {
+      method: 'POST',
+      dispatcher: south.agent,
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({
+        grant_type: 'client_credentials',
+        client_id: 'barrier-south',
+        scope: 'barrier:decide',
+        resource: 'urn:smart-home:partner-api',
+      }).toString(),
+    });
+    statuses.push(res.statusCode);
+    if (res.statusCode === 429) retryAfter ??= res.headers['retry-after'];
+    await res.body.dump();
+  }
+  assert.equal(statuses[0], 200);
+  assert.ok(statuses.includes(429), `statuses ${statuses}`);
+  assert.ok(Number(retryAfter) >= 1);
 });
