@@ -1,0 +1,193 @@
+/**
+ * `npm run bench:events` — sustained partner event ingestion (contract §9) through the full stack on
+ * PostgreSQL (issue 5 targets: ≥ 3,000 events/s with batches of 1, ≥ 20,000 events/s with batches of 100,
+ * p99 acknowledgement ≤ 50 ms), and how far the processor (journal + device health) lags behind.
+ *
+ * Two processes at a time: smart-home (bench/events-server.ts, its processor running) and the
+ * simulator's sender (`simulator events send`: mTLS, a cached token, every request signed with a fresh
+ * nonce, every answer's signature verified; `BENCH_CONNECTIONS` requests in flight). After each run:
+ * the events stored but not yet processed when the sender finished, and the time until none are left.
+ *
+ * Options (env): BENCH_EVENTS_1 (events sent one per request, default 30,000), BENCH_EVENTS_100
+ * (default 300,000), BENCH_CONNECTIONS (in flight with batches of 1, 64), BENCH_CONNECTIONS_100 (16), BENCH_ENGINES (postgres,postgres-workers),
+ * BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/test; skipped with a note when
+ * unreachable). Results go to docs/benchmarks.md.
+ */
+import { spawn } from 'node:child_process';
+import pg from 'pg';
+import type { DeliveryReport } from '../simulator/events-sender.ts';
+import { machine, writeSection } from './report.ts';
+import { startJsonProcess, stop } from './run-process.ts';
+
+const pgUrl =
+  process.env['BENCH_DATABASE_URL'] ??
+  process.env['DATABASE_URL'] ??
+  'postgres://postgres@127.0.0.1:5432/test';
+/** Requests in flight: many small ones; fewer large ones (64 × 100 events in flight only queue). */
+const connections = {
+  1: process.env['BENCH_CONNECTIONS'] ?? '64',
+  100: process.env['BENCH_CONNECTIONS_100'] ?? '16',
+};
+const counts = {
+  1: Number(process.env['BENCH_EVENTS_1'] ?? 30_000),
+  100: Number(process.env['BENCH_EVENTS_100'] ?? 300_000),
+};
+const wanted = (process.env['BENCH_ENGINES'] ?? 'postgres,postgres-workers').split(',');
+const script = (f: string) => new URL(f, import.meta.url).pathname;
+const log = (s: string) => process.stderr.write(`${s}\n`);
+const TARGET = { 1: 3_000, 100: 20_000, p99: 50 };
+const LABELS: Record<string, string> = {
+  postgres: 'PostgreSQL 15, 1 process',
+  'postgres-workers': 'PostgreSQL 15 + Redis, 2 processes',
+};
+
+interface ServerInfo {
+  url: string;
+  home: string;
+  keyFile: string;
+  caFile: string;
+  schema: string;
+  devices: string;
+}
+interface Row {
+  engine: string;
+  batch: 1 | 100;
+  r: DeliveryReport;
+  backlog: number;
+  drainS: number;
+}
+
+async function pgReachable(): Promise<boolean> {
+  const c = new pg.Client({ connectionString: pgUrl, connectionTimeoutMillis: 2000 });
+  try {
+    await c.connect();
+    await c.end();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** `simulator events send` in its own process; its last stdout line is the delivery report. */
+function send(info: ServerInfo, count: number, batch: number, seed: number): Promise<DeliveryReport> {
+  const child = spawn(
+    process.execPath,
+    [
+      script('../simulator/cli.ts'),
+      ...['--home', info.home, '--url', info.url, '--ca', info.caFile, '--smart-home-key', info.keyFile],
+      ...['events', 'send', 'bench-events', '--devices', info.devices, '--count', String(count)],
+      ...[
+        '--batch',
+        String(batch),
+        '--concurrency',
+        batch === 1 ? connections[1] : connections[100],
+        '--seed',
+        String(seed),
+        '--heartbeat-every',
+        '100',
+      ],
+    ],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  let out = '';
+  child.stdout.on('data', (d) => {
+    out += d;
+  });
+  return new Promise((resolve, reject) => {
+    child.once('exit', (code) => {
+      const last = out.trim().split('\n').at(-1);
+      if (!last) return reject(new Error(`the sender exited with ${code} without a report`));
+      resolve(JSON.parse(last) as DeliveryReport);
+    });
+  });
+}
+
+/** Unprocessed events now, then seconds until none are left. */
+async function lag(schema: string): Promise<{ backlog: number; drainS: number }> {
+  const c = new pg.Client({ connectionString: pgUrl });
+  await c.connect();
+  try {
+    const unprocessed = async () =>
+      Number(
+        (await c.query(`select count(*)::int as n from ${schema}.event_inbox where processed_at is null`))
+          .rows[0].n,
+      );
+    const backlog = await unprocessed();
+    const t0 = performance.now();
+    while ((await unprocessed()) > 0) {
+      if (performance.now() - t0 > 600_000) throw new Error('the processor did not drain in 10 minutes');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    return { backlog, drainS: backlog === 0 ? 0 : Math.round((performance.now() - t0) / 100) / 10 };
+  } finally {
+    await c.end();
+  }
+}
+
+const rows: Row[] = [];
+const notes: string[] = [];
+const pgOk = await pgReachable();
+for (const engine of wanted) {
+  if (!LABELS[engine]) throw new Error(`unknown engine ${engine}`);
+  if (!pgOk) {
+    notes.push(`PostgreSQL at ${pgUrl} was unreachable: ${engine} not measured.`);
+    log(notes.at(-1)!);
+    continue;
+  }
+  log(`[${engine}] starting smart-home…`);
+  const server = startJsonProcess<ServerInfo>(script('./events-server.ts'), [engine], {
+    ...process.env,
+    DATABASE_URL: pgUrl,
+  });
+  try {
+    const info = await server.ready;
+    log(`[${engine}] warm-up…`);
+    await send(info, 5_000, 100, 1);
+    await lag(info.schema);
+    for (const batch of [1, 100] as const) {
+      log(`[${engine}] ${counts[batch]} events, batches of ${batch}, ${connections[batch]} in flight…`);
+      const r = await send(info, counts[batch], batch, batch + 2);
+      const l = await lag(info.schema);
+      rows.push({ engine, batch, r, ...l });
+      log(
+        `[${engine}] ${r.eventsPerSecond} events/s, p99 ${r.ackP99ms} ms, backlog ${l.backlog}, drained in ${l.drainS} s`,
+      );
+    }
+  } finally {
+    await stop(server.child);
+  }
+}
+
+const met = (row: Row) => {
+  const rate = row.r.eventsPerSecond >= TARGET[row.batch];
+  const p99 = row.r.ackP99ms <= TARGET.p99;
+  return rate && p99 ? 'yes' : `no (${[rate ? '' : 'rate', p99 ? '' : 'p99'].filter(Boolean).join(', ')})`;
+};
+const fmt = (row: Row) => {
+  const codes = Object.entries(row.r.statuses)
+    .map(([k, v]) => `${k}×${v}`)
+    .join(' ');
+  const ingestS = row.r.seconds;
+  const processed = Math.round(row.r.delivered / (ingestS + row.drainS));
+  return `| ${LABELS[row.engine]} | ${row.batch} | ${row.r.delivered} | ${row.r.eventsPerSecond} | ${row.r.ackP50ms} | ${row.r.ackP99ms} | ${met(row)} | ${row.backlog} | ${row.drainS} s | ${processed} | ${codes}${row.r.failed ? `, ${row.r.failed} failed` : ''} |`;
+};
+const body = [
+  '## Partner events (`npm run bench:events`)',
+  '',
+  `Measured ${new Date().toISOString().slice(0, 10)} on ${machine()}. The simulator's sender (\`simulator events send\`) in its own`,
+  `process, ${connections[1]} requests in flight with batches of 1 and ${connections[100]} with batches of 100, over keep-alive mTLS`,
+  'connections, a cached certificate-bound token, every request',
+  "signed (Ed25519, fresh nonce) and every answer's signature verified; events of 50 doors with a heartbeat every 100.",
+  'An acknowledgement is the full path: mTLS, rate limit, token, signature and digest, schema, perimeter, the batch stored',
+  'in one transaction (inbox), signed answer. The processor (journal entries, device health) runs meanwhile in the same',
+  'process(es). Targets: ≥ 3,000 events/s with batches of 1, ≥ 20,000 events/s with batches of 100, p99 ack ≤ 50 ms.',
+  '',
+  '| engine | batch | events | events/s | p50 ack ms | p99 ack ms | target met | unprocessed when sending ended | drained after | processed events/s (overall) | statuses |',
+  '|---|---|---|---|---|---|---|---|---|---|---|',
+  ...rows.map(fmt),
+  ...(notes.length ? ['', ...notes] : []),
+  '',
+  `Command: \`npm run bench:events\` (BENCH_EVENTS_1=${counts[1]}, BENCH_EVENTS_100=${counts[100]}, BENCH_CONNECTIONS=${connections[1]}, BENCH_CONNECTIONS_100=${connections[100]}).`,
+].join('\n');
+await writeSection('bench:events', body);
+process.stdout.write(`${body}\n`);
