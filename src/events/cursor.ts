@@ -1,8 +1,9 @@
 /**
  * Per-partner sequence cursors (contract §9: `seq` is +1 per event, no gaps, "seq lets smart-home see
  * gaps"). `contiguous` is the high-water mark below which every seq is stored; `max_seen` the largest
- * stored. They move after stores, outside the ingest transaction: the answer to the partner never waits
- * on a per-partner row lock, and concurrent batches of one partner never serialise on it.
+ * stored. They move after each processor round (and during a backfill), outside the ingest transaction:
+ * the answer to the partner never waits on a per-partner row lock, and concurrent batches of one partner
+ * never serialise on it.
  */
 import type { Db, Queryable } from '../db/db.ts';
 import { sql } from '../db/sql.ts';

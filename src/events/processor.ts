@@ -66,12 +66,12 @@ const toDate = (v: Date | string) => (v instanceof Date ? v : new Date(v));
 
 /**
  * Processes one batch; resolves with how many events it processed (0: nothing was waiting, or every
- * waiting row is being processed by another instance).
+ * waiting row is being processed by another instance) and the partners they came from.
  */
 export async function processBatch(
   db: Db,
   deps: { resolver: PseudonymResolver; sink?: DeviceEventSink | undefined; options: ProcessorOptions },
-): Promise<number> {
+): Promise<{ processed: number; partners: Set<string> }> {
   return db.transaction(async (tx) => {
     const rows = await tx.query<InboxRow>(
       sql`select partner_id::text as partner_id, event_id::text as event_id, seq, type, occurred_at, received_at,
@@ -80,7 +80,7 @@ export async function processBatch(
           order by received_at limit ${deps.options.batchSize}
           for update skip locked`.named('event_inbox_claim'),
     );
-    if (rows.length === 0) return 0;
+    if (rows.length === 0) return { processed: 0, partners: new Set<string>() };
     rows.sort((a, b) => (a.partner_id < b.partner_id ? -1 : a.partner_id > b.partner_id ? 1 : a.seq - b.seq));
     const events = await toStoredEvents(tx, rows, deps.resolver, deps.options.staleAfterSeconds);
     await journalEvents(tx, events);
@@ -90,7 +90,7 @@ export async function processBatch(
           from unnest(${rows.map((r) => r.partner_id)}::uuid[], ${rows.map((r) => r.event_id)}::uuid[]) as x(p, e)
           where i.partner_id = x.p and i.event_id = x.e`.named('event_inbox_processed'),
     );
-    return rows.length;
+    return { processed: rows.length, partners: new Set(rows.map((r) => r.partner_id)) };
   });
 }
 

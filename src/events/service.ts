@@ -2,7 +2,7 @@
  * Partner events in (contract §9, issue 5), as one object per app:
  *
  *   deliver()  the route's path: check the batch, store it in one transaction, answer; then (not
- *              awaited by the partner) move the partner's cursor and wake the processor;
+ *              awaited by the partner) wake the processor, which also moves the partners' cursors;
  *   start()    the background work of an instance: the processor (woken at once by this instance's
  *              stores, and sweeping every `processorIntervalMs` for what other instances left), the
  *              cursors of partners with gaps, and due backfills;
@@ -81,13 +81,8 @@ export class EventService {
   async deliver(partner: PartnerInfo, events: readonly PartnerEvent[]): Promise<StoreResult> {
     const prepared = prepareBatch(this.#deps.directory(), partner, events);
     const result = await storePrepared(this.#deps.db, partner.id, prepared, 'delivery', new Date());
-    if (result.accepted > 0) this.#stored(partner.id);
+    if (result.accepted > 0) this.kick();
     return result;
-  }
-
-  #stored(partnerId: string): void {
-    void this.#cursors.schedule(partnerId);
-    this.kick();
   }
 
   /** Wakes the processor now (when started). */
@@ -143,7 +138,11 @@ export class EventService {
     });
   }
 
-  /** Processes batches until none is left to claim; resolves with how many events. */
+  /**
+   * Processes batches until none is left to claim, then moves the cursors of the partners whose
+   * events it processed (once per partner per round, not once per store: under load a round holds many
+   * stores); resolves with how many events.
+   */
   async processAll(): Promise<number> {
     const deps = {
       resolver: this.#resolver,
@@ -154,11 +153,15 @@ export class EventService {
       },
     };
     let total = 0;
+    const partners = new Set<string>();
     for (;;) {
-      const n = await processBatch(this.#deps.db, deps);
-      total += n;
-      if (n < this.#deps.options.processorBatch) return total;
+      const r = await processBatch(this.#deps.db, deps);
+      total += r.processed;
+      for (const p of r.partners) partners.add(p);
+      if (r.processed < this.#deps.options.processorBatch) break;
     }
+    for (const p of partners) await this.#cursors.schedule(p);
+    return total;
   }
 
   /** Moves a partner's cursor now (tests and operators; stores schedule it themselves). */
