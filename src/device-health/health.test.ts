@@ -219,6 +219,33 @@ describe('device health sink', () => {
     assert.equal(h.skew_ms, 0);
   });
 
+  test('two processors at once on the same devices, in opposite orders: both commit, the newest state wins', async () => {
+    const g = await seedDevices(db, 20);
+    const batch = (offset: number, status: 'online' | 'offline') =>
+      g.devices.map((_, i) =>
+        storedEvent(g, i, {
+          type: 'device.status',
+          status,
+          occurredAt: at(offset + i),
+          receivedAt: at(1000),
+        }),
+      );
+    const a = batch(0, 'offline');
+    const b = batch(100, 'online').reverse();
+    // On PostgreSQL these are two connections contending for the same rows (rows are taken in device
+    // order, so they wait for each other instead of deadlocking); PGlite runs them one after the other.
+    await Promise.all([apply(a), apply(b)]);
+    const states = await db.query<{ state: string; last_status: string }>(
+      sql`select state, last_status from device_health where device_id = any(${g.devices}::uuid[])`,
+    );
+    assert.equal(states.length, 20);
+    assert.ok(states.every((r) => r.state === 'online' && r.last_status === 'online'));
+    const hist = await db.one<{ n: number }>(
+      sql`select count(*)::int as n from device_status_history where device_id = any(${g.devices}::uuid[])`,
+    );
+    assert.equal(hist!.n, 40);
+  });
+
   test('set-wise: a batch of 500 events over 50 devices in one call, each status in history once', async () => {
     const g = await seedDevices(db, 50);
     const events: StoredEvent[] = [];
