@@ -24,7 +24,14 @@ import { advanceCursor, CursorAdvancer, type CursorRow } from './cursor.ts';
 import type { DeviceEventSink, PartnerEvent } from './model.ts';
 import { processBatch } from './processor.ts';
 import { PseudonymResolver } from './pseudonyms.ts';
-import { prepareBatch, type StoreResult, storePrepared } from './store.ts';
+import {
+  EventConflictError,
+  eventsConflict,
+  type PreparedEvent,
+  prepareBatch,
+  type StoreResult,
+  storePrepared,
+} from './store.ts';
 
 export const processorLag = gauge(
   'smart_home_events_processor_lag_seconds',
@@ -79,7 +86,13 @@ export class EventService {
 
   /** Stores a delivered batch (contract §9): resolves once it is durably stored. */
   async deliver(partner: PartnerInfo, events: readonly PartnerEvent[]): Promise<StoreResult> {
-    const prepared = prepareBatch(this.#deps.directory(), partner, events);
+    let prepared: PreparedEvent[];
+    try {
+      prepared = prepareBatch(this.#deps.directory(), partner, events);
+    } catch (err) {
+      if (err instanceof EventConflictError) eventsConflict.inc({ partner: partner.id, via: 'delivery' });
+      throw err;
+    }
     const result = await storePrepared(this.#deps.db, partner.id, prepared, 'delivery', new Date());
     if (result.accepted > 0) this.kick();
     return result;

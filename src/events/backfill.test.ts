@@ -1,0 +1,202 @@
+/**
+ * What a partner's backfill answer must be before anything of it is stored (contract §9: the same
+ * event objects, in seq order, unknown fields refused), on the real embedded database; the partner is
+ * a stand-in that answers given bytes (the signed exchange itself is proven over mTLS in
+ * test/integration/events-backfill.test.ts). Also the batch checks of the delivery path.
+ */
+import assert from 'node:assert/strict';
+import { after, before, beforeEach, test } from 'node:test';
+import { PartnerEventLog } from '../../simulator/events.ts';
+import type { Db } from '../db/db.ts';
+import { migrate } from '../db/migrate.ts';
+import { openPgliteDb } from '../db/pglite-db.ts';
+import { sql } from '../db/sql.ts';
+import type { Outbound } from '../outbound/outbound.ts';
+import { PartnerDirectory, type PartnerInfo } from '../partners/partner-directory.ts';
+import { CidrSet } from '../util/cidr.ts';
+import { backfillPartner, backoffMs } from './backfill.ts';
+import { advanceCursor } from './cursor.ts';
+import type { PartnerEvent } from './model.ts';
+import { EventConflictError, eventHash, parseOccurredAt, prepareBatch, storePrepared } from './store.ts';
+
+const PARTNER = '00000000-0000-7000-8000-00000000000a';
+const DEVICE = '00000000-0000-7000-8000-00000000000b';
+const COMPLEX = '00000000-0000-7000-8000-00000000000c';
+let db: Db;
+let directory: PartnerDirectory;
+let partner: PartnerInfo;
+let log: PartnerEventLog;
+/** What the stand-in partner answers next: status and body bytes. */
+let answer: { status: number; body: string };
+
+const outbound = {
+  async send() {
+    return { status: answer.status, headers: {}, body: Buffer.from(answer.body), keyid: 'k', exchangeMs: 1 };
+  },
+} as unknown as Outbound;
+
+before(async () => {
+  db = await openPgliteDb();
+  await migrate(db);
+  await db.exec(`insert into complexes (id, code, name) values ('${COMPLEX}', 'c', 'c');
+    insert into partners (id, code, name, scopes) values ('${PARTNER}', 'p', 'p', '{events:write}');
+    insert into devices (id, partner_id, external_id, kind, name, complex_id)
+      values ('${DEVICE}', '${PARTNER}', 'door-1', 'door', 'd', '${COMPLEX}');`);
+  partner = {
+    id: PARTNER,
+    code: 'p',
+    enabled: true,
+    scopes: new Set(['events:write']),
+    networks: new CidrSet([]),
+    certThumbprints: [],
+    signingKeys: new Map(),
+    perimeter: new Set([COMPLEX]),
+    plateKids: new Set(),
+    devices: new Map([
+      [
+        'door-1',
+        {
+          id: DEVICE,
+          partnerId: PARTNER,
+          externalId: 'door-1',
+          kind: 'door',
+          complexId: COMPLEX,
+          buildingId: null,
+          entranceId: null,
+          enabled: true,
+        },
+      ],
+    ]),
+    outbound: { baseUrl: 'https://partner.invalid', tokenEndpoint: 'x', clientId: 'x', serverCa: '' },
+    log: undefined,
+    witness: undefined,
+  };
+  directory = new PartnerDirectory([partner]);
+});
+after(() => db.close());
+beforeEach(async () => {
+  await db.exec('delete from event_inbox; delete from event_cursors;');
+  log = new PartnerEventLog({ seed: 4 });
+  for (let i = 0; i < 5; i++) log.append({ type: 'device.heartbeat', device: 'door-1' });
+  // Seqs 1 and 5 stored: a gap of 2–4.
+  const stored = [log.get(1)!, log.get(5)!];
+  await storePrepared(db, PARTNER, prepareBatch(directory, partner, stored), 'delivery', new Date());
+  await advanceCursor(db, PARTNER);
+});
+
+const run = () =>
+  backfillPartner(
+    {
+      db,
+      directory: () => directory,
+      outbound,
+      options: { gapGraceMs: 0, limit: 500, minBackoffMs: 1000, maxBackoffMs: 60000, leaseMs: 60000 },
+    },
+    PARTNER,
+    { ignoreSchedule: true },
+  );
+const count = async () => (await db.one<{ n: number }>(sql`select count(*)::int as n from event_inbox`))!.n;
+const answerOf = (events: unknown[]) => ({ status: 200, body: JSON.stringify({ events }) });
+
+test('a valid answer fills the gap; the cursor is clean again', async () => {
+  answer = answerOf(log.after(1, 500));
+  assert.deepEqual(await run(), { partnerId: PARTNER, outcome: 'filled', stored: 3 });
+  assert.equal(await count(), 5);
+  const c = await advanceCursor(db, PARTNER);
+  assert.deepEqual([Number(c.contiguous), c.backfill_attempts, c.backfill_last_error], [5, 0, null]);
+});
+
+for (const [name, bad] of [
+  ['an unknown field in an event', () => answerOf([{ ...log.get(2)!, extra: 1 }, log.get(3), log.get(4)])],
+  [
+    'an unknown top-level field',
+    () => ({ status: 200, body: JSON.stringify({ events: log.after(1, 3), more: 1 }) }),
+  ],
+  ['events out of seq order', () => answerOf([log.get(3), log.get(2), log.get(4)])],
+  ['events at or before afterSeq', () => answerOf([log.get(1), log.get(2)])],
+  ['not JSON', () => ({ status: 200, body: 'events: 2,3,4' })],
+  ['a 500', () => ({ status: 500, body: '{}' })],
+  [
+    'an event with other content than stored',
+    () =>
+      answerOf([log.get(2), log.get(3), log.get(4), { ...log.get(5)!, device: 'door-1', status: 'online' }]),
+  ],
+  ['a device that is not the partner’s', () => answerOf([{ ...log.get(2)!, device: 'door-9' }])],
+  ['nothing after afterSeq', () => answerOf([])],
+] as const) {
+  test(`${name}: refused, nothing stored, the attempt recorded with its error and a later retry`, async () => {
+    answer = bad();
+    const r = await run();
+    assert.equal(r?.outcome, 'failed');
+    assert.ok(r?.error);
+    assert.equal(await count(), 2);
+    const c = await db.one<{ backfill_attempts: number; backfill_last_error: string; later: boolean }>(
+      sql`select backfill_attempts, backfill_last_error, backfill_next_at > clock_timestamp() as later
+          from event_cursors`,
+    );
+    assert.deepEqual([c?.backfill_attempts, c?.backfill_last_error, c?.later], [1, r?.error, true]);
+    // The error names what was wrong, never a value the partner sent.
+    assert.ok(!c!.backfill_last_error.includes(log.get(2)!.eventId));
+  });
+}
+
+test('an answer that stops short of the gap stores what it has and records the rest as partial', async () => {
+  answer = answerOf([log.get(2)]);
+  // The first page fills seq 2; the next request gets the same answer (not after seq 2): refused.
+  const r = await run();
+  assert.equal(r?.outcome, 'partial');
+  assert.equal(r?.stored, 1);
+  const c = await advanceCursor(db, PARTNER);
+  assert.deepEqual([Number(c.contiguous), c.backfill_attempts], [2, 1]);
+});
+
+test('backoff doubles from the minimum up to the maximum, jittered within its upper half', () => {
+  const mid = () => 0.5;
+  assert.equal(backoffMs(1, 1000, 60000, mid), 1000, 'never below the minimum');
+  assert.equal(backoffMs(2, 1000, 60000, mid), 1500);
+  assert.equal(backoffMs(10, 1000, 60000, mid), 45000);
+  assert.equal(
+    backoffMs(100, 1000, 60000, () => 0.999999),
+    60000,
+  );
+  assert.equal(
+    backoffMs(1, 1000, 60000, () => 0),
+    1000,
+  );
+});
+
+test('batch checks: a repeat with the same content counts once; other content or a shared seq conflicts', () => {
+  const e = log.get(2)!;
+  assert.equal(
+    prepareBatch(directory, partner, [e, e, { ...e, eventId: e.eventId.toUpperCase() }]).length,
+    1,
+  );
+  assert.throws(() => prepareBatch(directory, partner, [e, { ...e, status: 'online' }]), EventConflictError);
+  assert.throws(
+    () => prepareBatch(directory, partner, [e, { ...log.get(3)!, seq: e.seq }]),
+    EventConflictError,
+  );
+  assert.equal(
+    eventHash(e),
+    eventHash({ ...e, eventId: e.eventId.toUpperCase() }),
+    'the id’s spelling is not content',
+  );
+  assert.notEqual(eventHash(e), eventHash({ ...e, occurredAt: e.occurredAt.replace('Z', '+00:00') }));
+});
+
+test('occurredAt must be a real calendar time', () => {
+  assert.ok(Number.isFinite(parseOccurredAt('2026-12-02T07:00:00.123456789+03:00')));
+  for (const bad of [
+    '2026-02-30T10:00:00Z',
+    '2026-13-01T10:00:00Z',
+    '2026-01-01T24:00:00Z',
+    '2026-01-01T10:60:00Z',
+  ]) {
+    assert.ok(Number.isNaN(parseOccurredAt(bad)), bad);
+  }
+});
+
+test('a foreign device is not-found for the batch', () => {
+  const e = { ...log.get(2)!, device: 'door-9' } as PartnerEvent;
+  assert.throws(() => prepareBatch(directory, partner, [log.get(3)!, e]), { code: 'not-found' });
+});
