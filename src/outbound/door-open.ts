@@ -122,7 +122,11 @@ export function doorPath(doorExternalId: string): string {
  * Never throws for anything the partner or the network does: every such case is an outcome.
  */
 /** Failures of the channel's guard: nothing left for the partner. */
-const NOT_SENT = new Set(['ERR_OUTBOUND_CIRCUIT_OPEN', 'ERR_OUTBOUND_BULKHEAD_FULL', 'ERR_OUTBOUND_THROTTLED']);
+const NOT_SENT = new Set([
+  'ERR_OUTBOUND_CIRCUIT_OPEN',
+  'ERR_OUTBOUND_BULKHEAD_FULL',
+  'ERR_OUTBOUND_THROTTLED',
+]);
 
 export async function sendDoorCommand(
   channel: PartnerChannel,
