@@ -317,6 +317,31 @@ describe('device health sweeper', () => {
     assert.equal(await state(f.devices[0]!), 'online');
   });
 
+  test('a backfilled heartbeat sets no liveness: fetched late, it does not keep a silent device online', async () => {
+    const f = await seedDevices(db, 2);
+    await apply([
+      storedEvent(f, 0, { type: 'device.heartbeat', receivedAt: at(0) }),
+      storedEvent(f, 0, {
+        type: 'device.heartbeat',
+        receivedAt: at(80),
+        occurredAt: at(60),
+        via: 'backfill',
+      }),
+      storedEvent(f, 1, {
+        type: 'device.heartbeat',
+        receivedAt: at(80),
+        occurredAt: at(60),
+        via: 'backfill',
+      }),
+    ]);
+    assert.equal(await state(f.devices[0]!), 'online');
+    assert.equal(await state(f.devices[1]!), 'online', 'the state follows the event');
+    const r = await sweep(95);
+    assert.deepEqual(new Set(own(r.timedOut, f)), new Set(f.devices), 'heard live 95 s ago, or never');
+    const entry = (await journalOf('device.offline', f.devices[1]!))[0]!;
+    assert.equal(entry.details['lastHeartbeatAt'], null);
+  });
+
   test('two sweepers at once time a device out once', async () => {
     const f = await seedDevices(db, 20);
     await apply(f.devices.map((_, i) => storedEvent(f, i, { type: 'device.heartbeat', receivedAt: at(0) })));

@@ -100,7 +100,10 @@ export class DeviceHealthSink implements DeviceEventSink {
       if (e.type === 'device.heartbeat' || status) {
         const value = status === 'offline' ? 'offline' : 'online';
         if (newer(byOccurrence, d.state)) d.state = { value, ...byOccurrence };
-        if (value === 'online') d.lastHeartbeat = Math.max(d.lastHeartbeat ?? received, received);
+        // Liveness is what we hear now: a backfilled event (contract §9 gap) was late by definition, and
+        // its fetch time says nothing about the device being alive.
+        if (value === 'online' && e.via !== 'backfill')
+          d.lastHeartbeat = Math.max(d.lastHeartbeat ?? received, received);
       }
       if (!status) continue;
       if (newer(byOccurrence, d.status)) d.status = { value: status, ...byOccurrence };

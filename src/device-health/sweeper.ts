@@ -59,15 +59,16 @@ async function timeOut(db: Db, now: Date, batchMax: number): Promise<string[]> {
     const rows = await tx.query<{
       device_id: string;
       partner_id: string;
-      last_heartbeat_at: Date;
+      last_heartbeat_at: Date | null;
       interval_s: number;
       missed: number;
     }>(sql`with due as (
         select h.device_id, d.partner_id, p.heartbeat_interval_s as interval_s, p.heartbeat_missed as missed
         from device_health h join devices d on d.id = h.device_id join partners p on p.id = d.partner_id
         where h.state = 'online'
-          and h.last_heartbeat_at < ${now}::timestamptz - make_interval(secs => p.heartbeat_interval_s * p.heartbeat_missed)
-        order by h.last_heartbeat_at, h.device_id
+          -- online without a live heartbeat (only backfilled events were heard): due at once
+          and coalesce(h.last_heartbeat_at, '-infinity') < ${now}::timestamptz - make_interval(secs => p.heartbeat_interval_s * p.heartbeat_missed)
+        order by h.last_heartbeat_at nulls first, h.device_id
         limit ${batchMax}
         for update of h skip locked)
       update device_health h set state = 'offline', updated_at = ${now}
@@ -87,7 +88,7 @@ async function timeOut(db: Db, now: Date, batchMax: number): Promise<string[]> {
       subjectId: r.device_id,
       result: 'heartbeat-timeout',
       details: {
-        lastHeartbeatAt: r.last_heartbeat_at.toISOString(),
+        lastHeartbeatAt: r.last_heartbeat_at?.toISOString() ?? null,
         heartbeatIntervalS: r.interval_s,
         heartbeatMissed: r.missed,
       },
