@@ -210,6 +210,19 @@ export async function createRuntime(
     let rateLimiter: RateLimiter | undefined;
     if (config.redis.url) {
       redis = new Redis(config.redis.url, { lazyConnect: true, maxRetriesPerRequest: 2 });
+      // ioredis reports every failed reconnect as an 'error' event (to stderr without a listener):
+      // once per outage through the logger instead; the replay cache and the limiter say what they do.
+      let redisDown = false;
+      redis.on('error', (err: Error) => {
+        if (redisDown) return;
+        redisDown = true;
+        logger.error({ err: { message: err.message } }, 'Redis connection failed');
+      });
+      redis.on('ready', () => {
+        if (!redisDown) return;
+        redisDown = false;
+        logger.info('Redis connection restored');
+      });
       await redis.connect();
       replayCache = new RedisReplayCache(redis);
       // Issue 5: one budget per partner across instances, on the replay cache's connection.
