@@ -179,6 +179,7 @@ export async function sendDoorCommand(
     if (tries >= guard.options.retryAttempts) return false;
     const delay = guard.retryDelay(tries);
     if (now() + delay >= deadline) return false;
+    guard.retrying();
     await waitOn(pause(delay));
     return true;
   };

@@ -378,6 +378,7 @@ export class PartnerChannel {
         if (answer) return answer;
         throw failure;
       }
+      this.guard.retrying();
       await pause(delay);
     }
   }

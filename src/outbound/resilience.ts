@@ -381,8 +381,12 @@ export class PartnerGuard {
 
   /** The n-th retry's pause (full jitter), n from 1. */
   retryDelay(retry: number): number {
-    retriedCalls.inc({ partner: this.partnerId });
     return backoffDelay(retry, this.options, this.#random);
+  }
+
+  /** Counts a retry actually made (the metric). */
+  retrying(): void {
+    retriedCalls.inc({ partner: this.partnerId });
   }
 
   /**

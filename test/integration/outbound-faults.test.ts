@@ -169,9 +169,17 @@ test('retries: an idempotent GET is retried with backoff up to the attempts; a P
   const o = outbound({ retryAttempts: 3, breakerFailures: 100 });
   endpoint.set('unavailable', { retryAfterS: 0 });
   let before = endpoint.requests;
+  const retries = async () =>
+    Number(
+      new RegExp(`smart_home_outbound_retries_total\\{partner="${partnerId}"\\} (\\d+)`).exec(
+        await metric('smart_home_outbound_retries_total'),
+      )?.[1] ?? 0,
+    );
+  const retried = await retries();
   const a = await o.send(partnerId, 'GET', '/v1/events?afterSeq=0&limit=5', { scope: 'events:read' });
   assert.equal(a.status, 503, 'the last answer, once the attempts are spent');
   assert.equal(endpoint.requests - before, 3);
+  assert.equal((await retries()) - retried, 2, 'two retries counted');
 
   endpoint.set('down');
   before = endpoint.requests;
