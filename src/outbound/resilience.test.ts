@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
+import { Writable } from 'node:stream';
 import { describe, test } from 'node:test';
+import { pino } from 'pino';
 import { registry } from '../metrics/registry.ts';
 import { OutboundError } from './errors.ts';
 import {
@@ -238,4 +240,37 @@ describe('PartnerGuard', () => {
     const text = await registry.getSingleMetricAsString('smart_home_outbound_breaker_state');
     assert.match(text, /partner="p-down"\} 2/);
   });
+});
+
+test('breaker transitions are logged with the partner id, the state and the failure code only', async () => {
+  const lines: Record<string, unknown>[] = [];
+  const sink = new Writable({
+    write(chunk, _enc, done) {
+      lines.push(JSON.parse(String(chunk)));
+      done();
+    },
+  });
+  const g = new PartnerGuard('p-logged', resilienceOptions({ breakerFailures: 1, breakerCooldownMs: 100 }), {
+    logger: pino({ base: null, timestamp: false }, sink),
+  });
+  await assert.rejects(
+    g.run(Date.now() + 1000, async () => {
+      throw new OutboundError('ERR_OUTBOUND_CONNECT', 'connection to the partner failed');
+    }),
+  );
+  await new Promise((r) => setTimeout(r, 120));
+  await g.run(Date.now() + 1000, async () => ({ value: 0, status: 200 }));
+  assert.deepEqual(
+    lines.map(({ level: _l, ...rest }) => rest),
+    [
+      {
+        partnerId: 'p-logged',
+        breaker: 'open',
+        cause: 'ERR_OUTBOUND_CONNECT',
+        msg: 'outbound circuit opened',
+      },
+      { partnerId: 'p-logged', breaker: 'half-open', msg: 'outbound circuit half-open' },
+      { partnerId: 'p-logged', breaker: 'closed', msg: 'outbound circuit closed' },
+    ],
+  );
 });

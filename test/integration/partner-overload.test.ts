@@ -74,6 +74,15 @@ test('no lag: served; a lagging loop sheds with 503 overloaded, Retry-After, sig
       body: {},
     });
     assert.equal(bogus.status, 503);
+    // The token endpoint is shed too (its answers are OAuth's, unsigned).
+    const token = await request(`${h.partnerUrl}/oauth/token`, {
+      method: 'POST',
+      dispatcher: north.agent,
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: 'grant_type=client_credentials&client_id=barrier-north&scope=barrier%3Adecide',
+    });
+    assert.deepEqual([token.statusCode, token.headers['retry-after']], [503, '3']);
+    await token.body.dump();
   } finally {
     lag = 0;
   }
