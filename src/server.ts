@@ -328,6 +328,7 @@ export async function startServer(given: Config, opts: { banner?: boolean } = {}
   // Issue 5: devices offline after missed heartbeats (contract §9), reconciliation after reboots.
   const deviceSweeper = startDeviceSweeper(runtime.db, {
     intervalMs: config.deviceHealth.sweepMs,
+    historyDays: config.deviceHealth.historyDays,
     reconciler: livenessReconciler,
     logger,
   });

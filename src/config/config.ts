@@ -143,7 +143,7 @@ export interface Config {
     backfillLeaseMs: number;
   };
   /** Device health, issue 5 (src/device-health/). */
-  deviceHealth: { maxSkewMs: number; sweepMs: number };
+  deviceHealth: { maxSkewMs: number; sweepMs: number; historyDays: number };
   /** The resident API (src/resident-api/). */
   resident: { guestPassMaxDays: number };
   workers: number;

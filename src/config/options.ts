@@ -1125,6 +1125,15 @@ export const OPTIONS: readonly OptionSpec[] = [
     doc: 'How often each instance sweeps device health: devices whose last heartbeat is older than the partner’s heartbeat interval × missed heartbeats (contract §9, per partner) become offline, and devices that rebooted are reconciled. A device goes offline at most this much later than its time-out. Several instances share the sweep (`skip locked`).',
   },
   {
+    env: 'SMART_HOME_DEVICE_HISTORY_DAYS',
+    key: 'deviceHealth.historyDays',
+    kind: 'int',
+    default: 90,
+    min: 1,
+    max: 3650,
+    doc: 'Days a device status change (`GET /admin/v1/devices/{id}` history) is kept; the sweeper deletes older ones. The journal keeps every event regardless.',
+  },
+  {
     env: 'SMART_HOME_GUEST_PASS_MAX_DAYS',
     key: 'resident.guestPassMaxDays',
     kind: 'int',

@@ -342,6 +342,28 @@ describe('device health sweeper', () => {
     assert.equal(entry.details['lastHeartbeatAt'], null);
   });
 
+  test('status history older than the retention is purged by the sweep; younger rows stay', async () => {
+    const f = await seedDevices(db, 1);
+    const day = 86_400;
+    await apply([
+      storedEvent(f, 0, { type: 'device.status', status: 'online', receivedAt: at(-40 * day) }),
+      storedEvent(f, 0, { type: 'device.status', status: 'tamper', receivedAt: at(-10 * day) }),
+    ]);
+    const r = await sweepDevices(db, at(0), { reconciler: livenessReconciler, historyDays: 30 });
+    assert.ok(r.purged >= 1);
+    const left = await db.query<{ status: string; source: string }>(
+      sql`select status, source from device_status_history where device_id = ${f.devices[0]!} order by id`,
+    );
+    // The same sweep also timed the silent device out: a fresh row.
+    assert.deepEqual(
+      left.map((r) => [r.status, r.source]),
+      [
+        ['tamper', 'event'],
+        ['offline', 'heartbeat-timeout'],
+      ],
+    );
+  });
+
   test('two sweepers at once time a device out once', async () => {
     const f = await seedDevices(db, 20);
     await apply(f.devices.map((_, i) => storedEvent(f, i, { type: 'device.heartbeat', receivedAt: at(0) })));

@@ -23,6 +23,8 @@ export interface SweepOptions {
   reconciler: DeviceReconciler;
   /** Most devices timed out, and most reconciled, per sweep. */
   batchMax?: number;
+  /** Status history older than this many days is deleted (SMART_HOME_DEVICE_HISTORY_DAYS); absent: kept. */
+  historyDays?: number | undefined;
   logger?: Logger;
 }
 
@@ -30,13 +32,15 @@ export interface SweepResult {
   timedOut: string[];
   reconciled: string[];
   failed: string[];
+  /** Status history rows deleted as past SMART_HOME_DEVICE_HISTORY_DAYS. */
+  purged: number;
 }
 
 /** One sweep at `now` (our clock; tests inject it). */
 export async function sweepDevices(db: Db, now: Date, opts: SweepOptions): Promise<SweepResult> {
   const batchMax = opts.batchMax ?? 1000;
   const timedOut = await timeOut(db, now, batchMax);
-  const result: SweepResult = { timedOut, reconciled: [], failed: [] };
+  const result: SweepResult = { timedOut, reconciled: [], failed: [], purged: 0 };
   const pending = await db.query<{ device_id: string }>(
     sql`select device_id from device_health where reconcile_pending
         order by reconcile_requested_at limit ${batchMax}`,
@@ -49,6 +53,14 @@ export async function sweepDevices(db: Db, now: Date, opts: SweepOptions): Promi
       result.failed.push(device_id);
       opts.logger?.error({ err, deviceId: device_id }, 'device reconciliation failed; retried next sweep');
     }
+  }
+  if (opts.historyDays !== undefined) {
+    // A bounded delete per sweep: a long backlog goes in slices instead of one long transaction.
+    const cutoff = new Date(now.getTime() - opts.historyDays * 86_400_000);
+    const gone = await db.query<{ id: number }>(sql`delete from device_status_history where id in (
+        select id from device_status_history where received_at < ${cutoff}::timestamptz limit ${batchMax * 10})
+      returning id`);
+    result.purged = gone.length;
   }
   await countStates(db);
   return result;

@@ -65,6 +65,8 @@ create table device_status_history (
 create index device_status_history_device on device_status_history (device_id, occurred_at desc, id desc);
 create unique index device_status_history_event on device_status_history (device_id, event_id)
   where event_id is not null;
+-- the sweeper's purge of rows older than SMART_HOME_DEVICE_HISTORY_DAYS
+create index device_status_history_received on device_status_history (received_at);
 
 -- Operator alerts: tamper, door forced, door held open. At most one OPEN alert per device and kind; a
 -- repeat while it is open counts on that alert instead of opening another.
