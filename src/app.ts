@@ -234,7 +234,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     outbound: deps.outbound,
     sink: deps.deviceEvents,
     logger: deps.logger,
-    options: config.events,
+    options: { ...config.events, purgeEveryMs: config.housekeeping.intervalMs },
   });
   await partnerApp.register(
     async (zone) => {

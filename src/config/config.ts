@@ -141,6 +141,7 @@ export interface Config {
     backfillMinBackoffMs: number;
     backfillMaxBackoffMs: number;
     backfillLeaseMs: number;
+    retentionDays: number;
   };
   /** Device health, issue 5 (src/device-health/). */
   deviceHealth: { maxSkewMs: number; sweepMs: number; historyDays: number };

@@ -1107,6 +1107,15 @@ export const OPTIONS: readonly OptionSpec[] = [
     doc: 'How long an instance holds a partner’s backfill (a lease on its cursor row: no other instance backfills that partner meanwhile). An instance that dies mid-backfill blocks it no longer than this.',
   },
   {
+    env: 'SMART_HOME_EVENTS_RETENTION_DAYS',
+    key: 'events.retentionDays',
+    kind: 'int',
+    default: 30,
+    min: 0,
+    max: 3650,
+    doc: 'Processed events stay in the inbox this many days, then housekeeping (`SMART_HOME_HOUSEKEEPING_MS`) deletes them; their journal entries stay. Only events below the partner’s contiguous mark are deleted, so a retry of one that arrives later is still answered as a duplicate (its content can no longer be compared). 0 keeps them forever.',
+  },
+  {
     env: 'SMART_HOME_DEVICE_MAX_SKEW_MS',
     key: 'deviceHealth.maxSkewMs',
     kind: 'int',

@@ -17,7 +17,14 @@ import { CidrSet } from '../util/cidr.ts';
 import { backfillPartner, backoffMs } from './backfill.ts';
 import { advanceCursor } from './cursor.ts';
 import type { PartnerEvent } from './model.ts';
-import { EventConflictError, eventHash, parseOccurredAt, prepareBatch, storePrepared } from './store.ts';
+import {
+  EventConflictError,
+  eventHash,
+  parseOccurredAt,
+  prepareBatch,
+  purgeInbox,
+  storePrepared,
+} from './store.ts';
 
 const PARTNER = '00000000-0000-7000-8000-00000000000a';
 const DEVICE = '00000000-0000-7000-8000-00000000000b';
@@ -199,4 +206,49 @@ test('occurredAt must be a real calendar time', () => {
 test('a foreign device is not-found for the batch', () => {
   const e = { ...log.get(2)!, device: 'door-9' } as PartnerEvent;
   assert.throws(() => prepareBatch(directory, partner, [log.get(3)!, e]), { code: 'not-found' });
+});
+
+test('retention: processed events below the contiguous mark are deleted; a retry of one is a duplicate, not new', async () => {
+  answer = answerOf(log.after(1, 500));
+  assert.equal((await run())?.outcome, 'filled');
+  await db.exec(
+    `update event_inbox set processed_at = now(), received_at = now() - interval '40 days' where seq <= 3`,
+  );
+  await db.exec(
+    `update event_inbox set processed_at = now(), received_at = now() - interval '40 days' where seq = 5`,
+  );
+  const c = await advanceCursor(db, PARTNER);
+  assert.equal(Number(c.contiguous), 5);
+  assert.equal(await purgeInbox(db, 30), 4, 'seqs 1–3 and 5; seq 4 is not processed yet');
+  assert.equal(await purgeInbox(db, 30), 0);
+  assert.equal(await purgeInbox(db, 0), 0, '0 keeps everything');
+  const left = await db.query<{ seq: number }>(sql`select seq from event_inbox order by seq`);
+  assert.deepEqual(
+    left.map((r) => Number(r.seq)),
+    [4],
+  );
+  // A late retry of purged events, and of the one kept: duplicates; a new event after them: stored.
+  log.append({ type: 'device.heartbeat', device: 'door-1' });
+  const again = [log.get(1)!, log.get(4)!, log.get(5)!, log.get(6)!];
+  assert.deepEqual(
+    await storePrepared(db, PARTNER, prepareBatch(directory, partner, again), 'delivery', new Date()),
+    {
+      accepted: 1,
+      duplicates: 3,
+    },
+  );
+  assert.deepEqual(
+    await storePrepared(db, PARTNER, prepareBatch(directory, partner, [log.get(2)!]), 'delivery', new Date()),
+    { accepted: 0, duplicates: 1 },
+    'one event alone (the autocommitted path) too',
+  );
+  // A stored event's seq under another id is still a conflict.
+  const other = {
+    ...log.get(4)!,
+    eventId: log.get(6)!.eventId.replace(/.$/, (x) => (x === '0' ? '1' : '0')),
+  };
+  await assert.rejects(
+    storePrepared(db, PARTNER, prepareBatch(directory, partner, [other]), 'delivery', new Date()),
+    EventConflictError,
+  );
 });

@@ -29,6 +29,7 @@ import {
   eventsConflict,
   type PreparedEvent,
   prepareBatch,
+  purgeInbox,
   type StoreResult,
   storePrepared,
 } from './store.ts';
@@ -48,6 +49,9 @@ export interface EventOptions {
   backfillMinBackoffMs: number;
   backfillMaxBackoffMs: number;
   backfillLeaseMs: number;
+  retentionDays: number;
+  /** How often the inbox is purged of events past their retention (SMART_HOME_HOUSEKEEPING_MS). */
+  purgeEveryMs: number;
 }
 
 export interface EventServiceDeps {
@@ -72,6 +76,8 @@ export class EventService {
   #failing = false;
   /** When the last full sweep (cursors, backfills, lag) ran, performance.now() ms. */
   #sweptAt = Number.NEGATIVE_INFINITY;
+  /** When the inbox was last purged, performance.now() ms. */
+  #purgedAt = Number.NEGATIVE_INFINITY;
 
   constructor(deps: EventServiceDeps) {
     this.#deps = deps;
@@ -136,6 +142,10 @@ export class EventService {
           await this.backfillDue();
           await this.#measureLag();
         }
+        if (performance.now() - this.#purgedAt >= this.#deps.options.purgeEveryMs) {
+          this.#purgedAt = performance.now();
+          await this.purge();
+        }
         if (this.#failing) this.#deps.logger.info('event processor recovered');
         this.#failing = false;
       } catch (err) {
@@ -174,6 +184,19 @@ export class EventService {
       if (r.processed < this.#deps.options.processorBatch) break;
     }
     for (const p of partners) await this.#cursors.schedule(p);
+    return total;
+  }
+
+  /** Deletes events past their retention (SMART_HOME_EVENTS_RETENTION_DAYS); resolves with how many. */
+  async purge(): Promise<number> {
+    let total = 0;
+    for (;;) {
+      const n = await purgeInbox(this.#deps.db, this.#deps.options.retentionDays);
+      total += n;
+      if (n === 0) break;
+    }
+    if (total > 0)
+      this.#deps.logger.info({ events: total }, 'events past their retention deleted from the inbox');
     return total;
   }
 

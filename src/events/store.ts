@@ -112,6 +112,29 @@ export function prepareBatch(
   return [...byId.values()].sort((a, b) => a.event.seq - b.event.seq);
 }
 
+/**
+ * Deletes processed events older than `retentionDays` that lie at or below their partner's contiguous
+ * mark, at most `limit` per partner (the oldest seqs first); resolves with how many. Their journal
+ * entries stay; a later retry of one is answered as a duplicate (see the insert).
+ */
+export async function purgeInbox(db: Db, retentionDays: number, limit = 10_000): Promise<number> {
+  if (retentionDays <= 0) return 0;
+  const rows = await db.query<{ n: number }>(
+    sql`with old as (
+          select i.partner_id, i.event_id from event_cursors c
+          cross join lateral (
+            select partner_id, event_id, received_at, processed_at from event_inbox
+            where partner_id = c.partner_id and seq <= c.contiguous order by seq limit ${limit}) i
+          where i.processed_at is not null
+            and i.received_at < clock_timestamp() - make_interval(days => ${retentionDays}))
+        , gone as (
+          delete from event_inbox d using old where d.partner_id = old.partner_id and d.event_id = old.event_id
+          returning 1)
+        select count(*)::int as n from gone`,
+  );
+  return Number(rows[0]?.n ?? 0);
+}
+
 const isRetryable = (err: unknown) => {
   const code = (err as { code?: unknown })?.code;
   // deadlock_detected, serialization_failure: two overlapping batches; the loser runs again.
@@ -168,6 +191,9 @@ async function insertBatch(
           ${events.map((p) => p.event.method)}::text[], ${events.map((p) => p.event.subject)}::text[],
           ${events.map((p) => p.event.status)}::text[], ${events.map((p) => p.hash)}::text[])
           as x(event_id, seq, type, occurred_at, device_external_id, device_id, method, subject, status, hash)
+        -- At or below the contiguous mark every seq was stored: an event there that is not in the inbox
+        -- was deleted after its retention (see purgeInbox) and must not come back as new.
+        where x.seq > coalesce((select c.contiguous from event_cursors c where c.partner_id = ${partnerId}::uuid), 0)
         order by x.seq
         on conflict do nothing
         returning event_id::text as event_id`.named('event_inbox_insert'),
@@ -178,15 +204,33 @@ async function insertBatch(
   // now). Same eventId with the same hash is a retry; anything else conflicts.
   const fresh = new Set(inserted.map((r) => r.event_id));
   const rest = events.filter((p) => !fresh.has(p.eventId));
-  const stored = await tx.query<{ event_id: string; hash: string }>(
-    sql`select event_id::text as event_id, encode(content_hash, 'hex') as hash from event_inbox
-        where partner_id = ${partnerId}::uuid and event_id = any(${rest.map((p) => p.eventId)}::uuid[])`,
+  const stored = await tx.query<{ event_id: string; seq: number; hash: string }>(
+    sql`select event_id::text as event_id, seq, encode(content_hash, 'hex') as hash from event_inbox
+        where partner_id = ${partnerId}::uuid
+          and (event_id = any(${rest.map((p) => p.eventId)}::uuid[]) or seq = any(${rest.map((p) => p.event.seq)}::bigint[]))`,
   );
   const hashes = new Map(stored.map((r) => [r.event_id, r.hash]));
+  const seqs = new Set(stored.map((r) => Number(r.seq)));
+  let contiguous: number | undefined;
   for (const p of rest) {
     const h = hashes.get(p.eventId);
     if (h === undefined) {
-      throw new EventConflictError(`event ${p.eventId}: seq ${p.event.seq} is already used by another event`);
+      if (seqs.has(p.event.seq)) {
+        throw new EventConflictError(
+          `event ${p.eventId}: seq ${p.event.seq} is already used by another event`,
+        );
+      }
+      contiguous ??= Number(
+        (
+          await tx.one<{ contiguous: number }>(
+            sql`select contiguous from event_cursors where partner_id = ${partnerId}::uuid`,
+          )
+        )?.contiguous ?? 0,
+      );
+      // Deleted after its retention: answered as a duplicate, its content no longer comparable.
+      if (p.event.seq <= contiguous) continue;
+      // Not stored, not in the way of anything: a race this code does not foresee. 5xx: sent again.
+      throw new Error(`event ${p.eventId} was neither stored nor found`);
     }
     if (h !== p.hash) {
       throw new EventConflictError(`event ${p.eventId} was already stored with different content`);
