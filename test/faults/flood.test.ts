@@ -18,12 +18,13 @@ import { type DeliveryReport, deliverEvents } from '../../simulator/events-sende
 import { saveIdentity } from '../../simulator/identity.ts';
 import { type LocalStack, startLocalStack } from '../../simulator/local-stack.ts';
 import type { PartnerClient } from '../../simulator/partner-client.ts';
+import { sql } from '../../src/db/sql.ts';
 import { createTestDb } from '../support/test-db.ts';
-import { drained, eventsWorld, LONG, recordFigures, scale, stamp } from './support.ts';
+import { drained, eventsWorld, LONG, recordFigures, scale, stamp, waitFor } from './support.ts';
 
 /** Per partner, requests per second (and the burst). */
 const LIMIT = 6;
-const SECONDS = scale(4, 30);
+const SECONDS = scale(3, 60);
 const DOORS = ['door-1', 'door-2'];
 
 let h: LocalStack;
@@ -94,13 +95,26 @@ async function flood(seconds: number): Promise<{ report: DeliveryReport; code: n
 }
 
 test(`a partner flooding at 10× its limit gets 429s; another partner's requests all succeed, none 429/503 (${SECONDS} s)`, async (t) => {
-  await quietRun(LIMIT); // warm-up: connections, token, caches
+  await quietRun(LIMIT / 2); // warm-up: connections, token, caches
   const alone = await quietRun(Math.round((LIMIT / 2) * SECONDS));
   assert.deepEqual(alone.statuses, { '200': alone.requests }, 'alone, every request succeeds');
 
-  const flooding = flood(SECONDS + 2);
-  // Let the flood reach its pace before measuring the quiet partner under it.
-  await new Promise((r) => setTimeout(r, 1500));
+  const flooding = flood(SECONDS + 4);
+  // Measure under the flood once it runs at its pace: its process started, its connections open (their
+  // TLS handshakes are a one-off burst, not the flood), its first events stored.
+  const floodDb = (await h.runtime.db.one<{ id: string }>(
+    sql`select id from partners where code = 'flood-vendor'`,
+  ))!.id;
+  await waitFor(
+    'the flood under way',
+    async () =>
+      Number(
+        (await h.runtime.db.one<{ n: string }>(
+          sql`select count(*)::text as n from event_inbox where partner_id = ${floodDb}::uuid`,
+        ))!.n,
+      ) > 0,
+  );
+  await new Promise((r) => setTimeout(r, 1000));
   const loaded = await quietRun(Math.round((LIMIT / 2) * SECONDS));
   const flooder = await flooding;
 
@@ -121,7 +135,6 @@ test(`a partner flooding at 10× its limit gets 429s; another partner's requests
   t.diagnostic(
     `quiet partner p99: alone ${alone.ackP99ms} ms, under flood ${loaded.ackP99ms} ms (×${ratio})`,
   );
-  if (LONG) assert.ok(ratio <= 2, `p99 under flood ${loaded.ackP99ms} ms > 2 × ${alone.ackP99ms} ms`);
   const fl = flooder.report;
   await recordFigures(
     'faults:flood',
@@ -144,4 +157,6 @@ test(`a partner flooding at 10× its limit gets 429s; another partner's requests
       `p99 under flood / alone: **×${ratio}** (bound: ×2). Command: \`npm run test:faults\` (test/faults/flood.test.ts).`,
     ].join('\n'),
   );
+  // The figures are written first: a long run that misses the bound still records what it measured.
+  if (LONG) assert.ok(ratio <= 2, `p99 under flood ${loaded.ackP99ms} ms > 2 × ${alone.ackP99ms} ms`);
 });

@@ -5,14 +5,24 @@
  * or another scope, and can be switched down, unavailable (503 + Retry-After) or slow.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
 import { DeviceFleet, PartnerEventLog } from '../../simulator/events.ts';
 import { PartnerEventsEndpoint } from '../../simulator/events-server.ts';
-import { type IntercomSimulator, smartHomeTrust, startIntercomSimulator } from '../../simulator/intercom.ts';
+import { saveIdentity } from '../../simulator/identity.ts';
+import {
+  type IntercomSimulator,
+  intercomPartnerEntry,
+  smartHomeTrust,
+  startIntercomSimulator,
+} from '../../simulator/intercom.ts';
 import { type LocalStack, startLocalStack } from '../../simulator/local-stack.ts';
 import { sql } from '../../src/db/sql.ts';
 import { PartnerEvent } from '../../src/events/model.ts';
+import { freePort } from '../../src/util/free-port.ts';
 import { createTestDb } from '../support/test-db.ts';
 import { intercomWorld } from '../support/world.ts';
 
@@ -28,7 +38,7 @@ const endpoint = new PartnerEventsEndpoint(log);
 before(async () => {
   fleet.produce(700);
   h = await startLocalStack({
-    partners: [{ code: 'intercom-north' }],
+    partners: [{ code: 'intercom-north' }, { code: 'intercom-cli' }],
     db: await createTestDb(),
     document: async (ids, dataDir) => {
       sim = await startIntercomSimulator({
@@ -111,4 +121,57 @@ test('switched down it cuts the connection; switched unavailable it answers 503 
     problem: 'unavailable',
   });
   endpoint.set('normal');
+});
+
+test('`simulator events serve` answers backfills from the log `events send` keeps (its own process)', async () => {
+  const home = path.join(h.dataDir, 'simulator');
+  const dir = path.join(home, 'intercom-cli');
+  const id = h.identities.get('intercom-cli')!;
+  await saveIdentity(dir, id);
+  const kept = new DeviceFleet(new PartnerEventLog({ seed: 12 }), { devices: ['door-9'], seed: 12 }).produce(
+    5,
+  );
+  await mkdir(dir, { recursive: true });
+  await writeFile(path.join(dir, 'events.jsonl'), kept.map((e) => `${JSON.stringify(e)}\n`).join(''));
+  const port = await freePort();
+  const child = spawn(
+    process.execPath,
+    [
+      new URL('../../simulator/cli.ts', import.meta.url).pathname,
+      ...['--home', home, 'events', 'serve', 'intercom-cli', '--data', h.dataDir, '--port', String(port)],
+    ],
+    { stdio: ['ignore', 'ignore', 'pipe'] },
+  );
+  try {
+    await new Promise<void>((resolve, reject) => {
+      let err = '';
+      child.stderr.on('data', (d) => {
+        err += d;
+        if (err.includes('serving 5 events')) resolve();
+      });
+      child.once('exit', (code) => reject(new Error(`events serve exited with ${code}: ${err}`)));
+    });
+    const entry = intercomPartnerEntry(
+      {
+        url: `https://127.0.0.1:${port}`,
+        serverCaPem: await readFile(path.join(dir, 'public', 'server-ca.crt'), 'utf8'),
+        clientId: 'smart-home',
+      },
+      id,
+      { complexes: ['north'], networks: ['127.0.0.1/32'] },
+    );
+    const doc = intercomWorld(h.identities, sim, DOORS);
+    await h.apply({ ...doc, partners: [...(doc.partners ?? []), entry] });
+    const cli = (await h.runtime.db.one<{ id: string }>(
+      sql`select id from partners where code = 'intercom-cli'`,
+    ))!.id;
+    const a = await h.runtime.outbound.send(cli, 'GET', '/v1/events?afterSeq=1&limit=2', {
+      scope: 'events:read',
+      retryOn401: false,
+    });
+    assert.equal(a.status, 200);
+    assert.deepEqual(events(a.body), kept.slice(1, 3));
+  } finally {
+    child.kill('SIGTERM');
+  }
 });
