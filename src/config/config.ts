@@ -142,6 +142,7 @@ export interface Config {
     backfillMaxBackoffMs: number;
     backfillLeaseMs: number;
     retentionDays: number;
+    failedRetryMs: number;
   };
   /** Device health, issue 5 (src/device-health/). */
   deviceHealth: { maxSkewMs: number; sweepMs: number; historyDays: number };

@@ -1116,6 +1116,15 @@ export const OPTIONS: readonly OptionSpec[] = [
     doc: 'Processed events stay in the inbox this many days, then housekeeping (`SMART_HOME_HOUSEKEEPING_MS`) deletes them; their journal entries stay. Only events below the partner’s contiguous mark are deleted, so a retry of one that arrives later is still answered as a duplicate (its content can no longer be compared). 0 keeps them forever.',
   },
   {
+    env: 'SMART_HOME_EVENTS_FAILED_RETRY_MS',
+    key: 'events.failedRetryMs',
+    kind: 'int',
+    default: 60000,
+    min: 10,
+    max: 86400000,
+    doc: 'A batch the processor cannot commit (while the database answers) is retried one event at a time; an event that fails alone is set aside on that instance for this long, logged and counted (`smart_home_events_processing_failures_total`), so that it does not hold up the events behind it. It stays unprocessed, and is tried again after this period.',
+  },
+  {
     env: 'SMART_HOME_DEVICE_MAX_SKEW_MS',
     key: 'deviceHealth.maxSkewMs',
     kind: 'int',

@@ -27,6 +27,15 @@ export interface ProcessorOptions {
   staleAfterSeconds: number;
 }
 
+/** A batch failed after its rows were claimed (rolled back): which events it held. */
+export class BatchFailedError extends Error {
+  readonly events: readonly { partnerId: string; eventId: string }[];
+  constructor(events: readonly { partnerId: string; eventId: string }[], cause: unknown) {
+    super('processing a batch of events failed', { cause });
+    this.events = events;
+  }
+}
+
 type InboxRow = {
   partner_id: string;
   event_id: string;
@@ -70,28 +79,49 @@ const toDate = (v: Date | string) => (v instanceof Date ? v : new Date(v));
  */
 export async function processBatch(
   db: Db,
-  deps: { resolver: PseudonymResolver; sink?: DeviceEventSink | undefined; options: ProcessorOptions },
+  deps: {
+    resolver: PseudonymResolver;
+    sink?: DeviceEventSink | undefined;
+    options: ProcessorOptions;
+    /** Event ids not to claim (set aside after failing alone, see EventService). */
+    exclude?: readonly string[];
+  },
 ): Promise<{ processed: number; partners: Set<string> }> {
   return db.transaction(async (tx) => {
     const rows = await tx.query<InboxRow>(
       sql`select partner_id::text as partner_id, event_id::text as event_id, seq, type, occurred_at, received_at,
             device_external_id, device_id::text as device_id, method, subject, status, via
-          from event_inbox where processed_at is null
+          from event_inbox where processed_at is null and event_id <> all(${deps.exclude ?? []}::uuid[])
           order by received_at limit ${deps.options.batchSize}
           for update skip locked`.named('event_inbox_claim'),
     );
     if (rows.length === 0) return { processed: 0, partners: new Set<string>() };
-    rows.sort((a, b) => (a.partner_id < b.partner_id ? -1 : a.partner_id > b.partner_id ? 1 : a.seq - b.seq));
-    const events = await toStoredEvents(tx, rows, deps.resolver, deps.options.staleAfterSeconds);
-    await journalEvents(tx, events);
-    if (deps.sink && events.length > 0) await deps.sink.apply(tx, events);
-    await tx.query(
-      sql`update event_inbox i set processed_at = clock_timestamp()
-          from unnest(${rows.map((r) => r.partner_id)}::uuid[], ${rows.map((r) => r.event_id)}::uuid[]) as x(p, e)
-          where i.partner_id = x.p and i.event_id = x.e`.named('event_inbox_processed'),
-    );
-    return { processed: rows.length, partners: new Set(rows.map((r) => r.partner_id)) };
+    try {
+      return await applyBatch(tx, rows, deps);
+    } catch (err) {
+      throw new BatchFailedError(
+        rows.map((r) => ({ partnerId: r.partner_id, eventId: r.event_id })),
+        err,
+      );
+    }
   });
+}
+
+async function applyBatch(
+  tx: Queryable,
+  rows: InboxRow[],
+  deps: { resolver: PseudonymResolver; sink?: DeviceEventSink | undefined; options: ProcessorOptions },
+): Promise<{ processed: number; partners: Set<string> }> {
+  rows.sort((a, b) => (a.partner_id < b.partner_id ? -1 : a.partner_id > b.partner_id ? 1 : a.seq - b.seq));
+  const events = await toStoredEvents(tx, rows, deps.resolver, deps.options.staleAfterSeconds);
+  await journalEvents(tx, events);
+  if (deps.sink && events.length > 0) await deps.sink.apply(tx, events);
+  await tx.query(
+    sql`update event_inbox i set processed_at = clock_timestamp()
+        from unnest(${rows.map((r) => r.partner_id)}::uuid[], ${rows.map((r) => r.event_id)}::uuid[]) as x(p, e)
+        where i.partner_id = x.p and i.event_id = x.e`.named('event_inbox_processed'),
+  );
+  return { processed: rows.length, partners: new Set(rows.map((r) => r.partner_id)) };
 }
 
 async function toStoredEvents(

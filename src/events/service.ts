@@ -16,13 +16,13 @@ import type { FieldCipher } from '../crypto/field-cipher.ts';
 import type { Db } from '../db/db.ts';
 import { sql } from '../db/sql.ts';
 import type { Logger } from '../logger.ts';
-import { gauge } from '../metrics/registry.ts';
+import { counter, gauge } from '../metrics/registry.ts';
 import type { Outbound } from '../outbound/outbound.ts';
 import type { PartnerDirectory, PartnerInfo } from '../partners/partner-directory.ts';
 import { type BackfillOutcome, backfillPartner, runDueBackfills } from './backfill.ts';
 import { advanceCursor, CursorAdvancer, type CursorRow } from './cursor.ts';
 import type { DeviceEventSink, PartnerEvent } from './model.ts';
-import { processBatch } from './processor.ts';
+import { BatchFailedError, processBatch } from './processor.ts';
 import { PseudonymResolver } from './pseudonyms.ts';
 import {
   EventConflictError,
@@ -33,6 +33,12 @@ import {
   type StoreResult,
   storePrepared,
 } from './store.ts';
+
+export const processingFailures = counter(
+  'smart_home_events_processing_failures_total',
+  'Stored events whose processing failed alone (set aside for SMART_HOME_EVENTS_FAILED_RETRY_MS, then retried)',
+  ['partner'],
+);
 
 export const processorLag = gauge(
   'smart_home_events_processor_lag_seconds',
@@ -50,6 +56,7 @@ export interface EventOptions {
   backfillMaxBackoffMs: number;
   backfillLeaseMs: number;
   retentionDays: number;
+  failedRetryMs: number;
   /** How often the inbox is purged of events past their retention (SMART_HOME_HOUSEKEEPING_MS). */
   purgeEveryMs: number;
 }
@@ -76,6 +83,8 @@ export class EventService {
   #failing = false;
   /** When the last full sweep (cursors, backfills, lag) ran, performance.now() ms. */
   #sweptAt = Number.NEGATIVE_INFINITY;
+  /** Event ids that failed to process alone, until when they are not claimed (performance.now() ms). */
+  readonly #setAside = new Map<string, number>();
   /** When the inbox was last purged, performance.now() ms. */
   #purgedAt = Number.NEGATIVE_INFINITY;
 
@@ -177,14 +186,55 @@ export class EventService {
     };
     let total = 0;
     const partners = new Set<string>();
+    // After a failed batch: how many claims to make one event at a time, to find the one at fault.
+    let alone = 0;
     for (;;) {
-      const r = await processBatch(this.#deps.db, deps);
+      const now = performance.now();
+      for (const [id, until] of this.#setAside) if (until <= now) this.#setAside.delete(id);
+      const batchSize = alone > 0 ? 1 : this.#deps.options.processorBatch;
+      let r: Awaited<ReturnType<typeof processBatch>>;
+      try {
+        r = await processBatch(this.#deps.db, {
+          ...deps,
+          options: { ...deps.options, batchSize },
+          exclude: [...this.#setAside.keys()],
+        });
+      } catch (err) {
+        if (!(err instanceof BatchFailedError) || !(await this.#databaseAnswers())) throw err;
+        if (err.events.length > 1) {
+          alone = err.events.length;
+          continue;
+        }
+        const [e] = err.events;
+        this.#setAside.set(e!.eventId, performance.now() + this.#deps.options.failedRetryMs);
+        processingFailures.inc({ partner: e!.partnerId });
+        this.#deps.logger.error(
+          { err: err.cause, partnerId: e!.partnerId, eventId: e!.eventId },
+          'processing an event failed; set aside and retried later',
+        );
+        alone--;
+        continue;
+      }
       total += r.processed;
       for (const p of r.partners) partners.add(p);
-      if (r.processed < this.#deps.options.processorBatch) break;
+      if (alone > 0) {
+        alone--;
+        if (r.processed > 0) continue;
+      }
+      if (r.processed < batchSize) break;
     }
     for (const p of partners) await this.#cursors.schedule(p);
     return total;
+  }
+
+  /** Whether a failure was the database's (then everything waits) or the batch's own. */
+  async #databaseAnswers(): Promise<boolean> {
+    try {
+      await this.#deps.db.query(sql`select 1`);
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   /** Deletes events past their retention (SMART_HOME_EVENTS_RETENTION_DAYS); resolves with how many. */
