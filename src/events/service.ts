@@ -142,7 +142,9 @@ export class EventService {
     this.#running = (async () => {
       this.#wake = false;
       try {
-        await this.processAll();
+        // Bounded to one interval, so that a backlog that outlasts it does not starve the sweep below
+        // (gaps, backfills, the lag gauge); the next round then starts at once.
+        await this.processAll(performance.now() + this.#deps.options.processorIntervalMs);
         // A wake-up by this instance's stores processes only; the rest runs once per interval, however
         // many stores woke the processor in between.
         if (performance.now() - this.#sweptAt >= this.#deps.options.processorIntervalMs) {
@@ -171,11 +173,11 @@ export class EventService {
   }
 
   /**
-   * Processes batches until none is left to claim, then moves the cursors of the partners whose
-   * events it processed (once per partner per round, not once per store: under load a round holds many
-   * stores); resolves with how many events.
+   * Processes batches until none is left to claim (or `deadline`, performance.now() ms, has passed),
+   * then moves the cursors of the partners whose events it processed (once per partner per round, not
+   * once per store: under load a round holds many stores); resolves with how many events.
    */
-  async processAll(): Promise<number> {
+  async processAll(deadline = Number.POSITIVE_INFINITY): Promise<number> {
     const deps = {
       resolver: this.#resolver,
       sink: this.#deps.sink,
@@ -222,6 +224,10 @@ export class EventService {
         if (r.processed > 0) continue;
       }
       if (r.processed < batchSize) break;
+      if (performance.now() >= deadline) {
+        this.#wake = true;
+        break;
+      }
     }
     for (const p of partners) await this.#cursors.schedule(p);
     return total;
