@@ -14,6 +14,7 @@
  * unreachable). Results go to docs/benchmarks.md.
  */
 import { spawn } from 'node:child_process';
+import os from 'node:os';
 import pg from 'pg';
 import type { DeliveryReport } from '../simulator/events-sender.ts';
 import { machine, writeSection } from './report.ts';
@@ -126,6 +127,7 @@ async function lag(schema: string): Promise<{ backlog: number; drainS: number }>
 
 const rows: Row[] = [];
 const notes: string[] = [];
+const loadAtStart = os.loadavg()[0]!;
 const pgOk = await pgReachable();
 for (const engine of wanted) {
   if (!LABELS[engine]) throw new Error(`unknown engine ${engine}`);
@@ -185,6 +187,11 @@ const body = [
   '| engine | batch | events | events/s | p50 ack ms | p99 ack ms | target met | unprocessed when sending ended | drained after | processed events/s (overall) | statuses |',
   '|---|---|---|---|---|---|---|---|---|---|---|',
   ...rows.map(fmt),
+  '',
+  'With batches of 1 each request is one durable commit (contract §9: a 2xx means stored durably), so that rate is bounded',
+  "by PostgreSQL's commit (WAL flush) rate over the pool's connections rather than by the work on each event.",
+  `Machine load average (1 min): ${loadAtStart.toFixed(1)} when the run started, ${os.loadavg()[0]!.toFixed(1)} when it ended (${os.cpus().length} cores;`,
+  'anything above the two processes measured is other work sharing the machine).',
   ...(notes.length ? ['', ...notes] : []),
   '',
   `Command: \`npm run bench:events\` (BENCH_EVENTS_1=${counts[1]}, BENCH_EVENTS_100=${counts[100]}, BENCH_CONNECTIONS=${connections[1]}, BENCH_CONNECTIONS_100=${connections[100]}).`,
