@@ -143,6 +143,8 @@ export interface Config {
     backfillLeaseMs: number;
     retentionDays: number;
     failedRetryMs: number;
+    singleGroupMax: number;
+    singleGroupsInFlight: number;
   };
   /** Device health, issue 5 (src/device-health/). */
   deviceHealth: { maxSkewMs: number; sweepMs: number; historyDays: number };

@@ -94,6 +94,8 @@ test('an event that cannot be processed is set aside; the others are processed o
       backfillLeaseMs: 60_000,
       retentionDays: 30,
       failedRetryMs: 200,
+      singleGroupMax: 500,
+      singleGroupsInFlight: 2,
       purgeEveryMs: 3_600_000,
     },
   });

@@ -24,6 +24,7 @@ import { advanceCursor, CursorAdvancer, type CursorRow } from './cursor.ts';
 import type { DeviceEventSink, PartnerEvent } from './model.ts';
 import { BatchFailedError, processBatch } from './processor.ts';
 import { PseudonymResolver } from './pseudonyms.ts';
+import { SingleEventWriter } from './single-writer.ts';
 import {
   EventConflictError,
   eventsConflict,
@@ -57,6 +58,8 @@ export interface EventOptions {
   backfillLeaseMs: number;
   retentionDays: number;
   failedRetryMs: number;
+  singleGroupMax: number;
+  singleGroupsInFlight: number;
   /** How often the inbox is purged of events past their retention (SMART_HOME_HOUSEKEEPING_MS). */
   purgeEveryMs: number;
 }
@@ -76,6 +79,7 @@ export class EventService {
   readonly #deps: EventServiceDeps;
   readonly #resolver: PseudonymResolver;
   readonly #cursors: CursorAdvancer;
+  readonly #single: SingleEventWriter;
   #timer: NodeJS.Timeout | undefined;
   #running: Promise<void> | undefined;
   #started = false;
@@ -94,6 +98,10 @@ export class EventService {
       cipher: deps.cipher,
       refreshSeconds: deps.options.pseudonymRefreshSeconds,
     });
+    this.#single = new SingleEventWriter(deps.db, {
+      maxGroup: deps.options.singleGroupMax,
+      inFlight: deps.options.singleGroupsInFlight,
+    });
     this.#cursors = new CursorAdvancer(deps.db, (err) =>
       deps.logger.error({ err }, 'moving an event cursor failed'),
     );
@@ -108,7 +116,10 @@ export class EventService {
       if (err instanceof EventConflictError) eventsConflict.inc({ partner: partner.id, via: 'delivery' });
       throw err;
     }
-    const result = await storePrepared(this.#deps.db, partner.id, prepared, 'delivery', new Date());
+    const result =
+      prepared.length === 1
+        ? await this.#single.store(partner.id, prepared[0]!)
+        : await storePrepared(this.#deps.db, partner.id, prepared, 'delivery', new Date());
     if (result.accepted > 0) this.kick();
     return result;
   }
