@@ -4,8 +4,9 @@ import { TypeCompiler } from '@sinclair/typebox/compiler';
 import { PartnerEvent } from '../src/events/model.ts';
 import { uuidv7Time } from '../src/util/uuid.ts';
 import { DeviceFleet, PartnerEventLog } from './events.ts';
-import { deliveryPlan, retryAfterMs } from './events-sender.ts';
+import { deliverEvents, deliveryPlan, retryAfterMs } from './events-sender.ts';
 import { parseBackfillQuery } from './events-server.ts';
+import type { PartnerClient } from './partner-client.ts';
 
 const checkEvent = TypeCompiler.Compile(PartnerEvent);
 const T0 = Date.UTC(2026, 11, 2, 7, 0, 0);
@@ -131,4 +132,61 @@ test('the backfill query: afterSeq ≥ 0, limit 1–500 (default 500), nothing e
   ]) {
     assert.ok('problem' in parseBackfillQuery(bad), JSON.stringify(bad));
   }
+});
+
+/** A partner client whose answers are scripted: records what was sent and when. */
+function scripted(
+  answers: Array<{ status: number; headers?: Record<string, string>; signatureValid?: boolean }>,
+) {
+  const calls: Array<{ at: number; body: string }> = [];
+  const client = {
+    token: async () => 'token',
+    send: async (_m: string, _p: string, opts: { body?: unknown }) => {
+      calls.push({ at: performance.now(), body: JSON.stringify(opts.body) });
+      const a = answers.shift() ?? { status: 200 };
+      return {
+        status: a.status,
+        headers: a.headers ?? {},
+        body: a.status === 200 ? { accepted: 1, duplicates: 0 } : {},
+        rawBody: Buffer.alloc(0),
+        signatureValid: a.signatureValid ?? true,
+      };
+    },
+  };
+  return { client: client as unknown as PartnerClient, calls };
+}
+
+test('the sender retries anything but a verified 2xx with the same events, and waits as Retry-After asks', async () => {
+  const events = fleet(8).produce(1);
+  const { client, calls } = scripted([
+    { status: 429, headers: { 'retry-after': '1' } },
+    { status: 500 },
+    { status: 200, signatureValid: false },
+    { status: 503, headers: { 'retry-after': '0' } },
+    { status: 200 },
+  ]);
+  const report = await deliverEvents(events, {
+    client,
+    batchSize: 1,
+    concurrency: 1,
+    retry: { baseMs: 10, maxMs: 20 },
+  });
+  assert.equal(calls.length, 5);
+  assert.equal(new Set(calls.map((c) => c.body)).size, 1, 'the same body (so the same eventId) every time');
+  assert.ok(calls[1]!.at - calls[0]!.at >= 990, 'no retry before the 429 Retry-After');
+  assert.ok(calls[2]!.at - calls[1]!.at < 500, 'a 500 is retried after a short backoff');
+  assert.deepEqual(report.statuses, { '429': 1, '500': 1, 'bad-signature': 1, '503': 1, '200': 1 });
+  assert.deepEqual([report.delivered, report.retries, report.failed], [1, 4, 0]);
+});
+
+test('a batch still refused after maxAttempts is reported failed, not delivered', async () => {
+  const events = fleet(9).produce(3);
+  const { client, calls } = scripted(Array.from({ length: 10 }, () => ({ status: 409 })));
+  const report = await deliverEvents(events, {
+    client,
+    batchSize: 3,
+    retry: { maxAttempts: 3, baseMs: 1, maxMs: 2 },
+  });
+  assert.equal(calls.length, 3);
+  assert.deepEqual([report.delivered, report.failed, report.statuses['409']], [0, 3, 3]);
 });

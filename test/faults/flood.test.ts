@@ -34,12 +34,13 @@ const victimFleet = new DeviceFleet(victimLog, { devices: DOORS, seed: 3 });
 
 before(async () => {
   h = await startLocalStack({
-    partners: [{ code: 'quiet-vendor' }, { code: 'flood-vendor' }],
+    partners: [{ code: 'quiet-vendor' }, { code: 'flood-vendor' }, { code: 'eager-vendor' }],
     db: await createTestDb(),
     document: (ids) =>
       eventsWorld(ids, [
         { code: 'quiet-vendor', devices: DOORS },
         { code: 'flood-vendor', devices: ['flood-door'] },
+        { code: 'eager-vendor', devices: ['eager-door'] },
       ]),
     env: { SMART_HOME_PARTNER_RATE_LIMIT: String(LIMIT), SMART_HOME_PARTNER_RATE_BURST: String(LIMIT) },
   });
@@ -159,4 +160,19 @@ test(`a partner flooding at 10× its limit gets 429s; another partner's requests
   );
   // The figures are written first: a long run that misses the bound still records what it measured.
   if (LONG) assert.ok(ratio <= 2, `p99 under flood ${loaded.ackP99ms} ms > 2 × ${alone.ackP99ms} ms`);
+});
+
+test('a sender over its limit honours Retry-After and retries with the same events: all stored once', async () => {
+  const client = await h.client('eager-vendor', { connections: 4 });
+  const log = new PartnerEventLog({ seed: 6 });
+  const events = new DeviceFleet(log, { devices: ['eager-door'], seed: 6 }).produce(LIMIT * 3);
+  const report = await deliverEvents(events, { client, batchSize: 1, concurrency: 4, faults: { seed: 6 } });
+  assert.ok(
+    (report.statuses['429'] ?? 0) > 0,
+    `beyond its burst it was refused: ${JSON.stringify(report.statuses)}`,
+  );
+  assert.equal(report.failed, 0);
+  assert.equal(report.delivered, events.length);
+  const c = await drained(h.runtime.db, 'eager-vendor', events);
+  assert.deepEqual([c.inbox, c.lost, c.doubled], [events.length, 0, 0]);
 });
