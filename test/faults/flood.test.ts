@@ -162,7 +162,7 @@ test(`a partner flooding at 10× its limit gets 429s; another partner's requests
   if (LONG) assert.ok(ratio <= 2, `p99 under flood ${loaded.ackP99ms} ms > 2 × ${alone.ackP99ms} ms`);
 });
 
-test('a sender over its limit honours Retry-After and retries with the same events: all stored once', async () => {
+test('a partner over its limit retries through its 429s (Retry-After) with the same events: all stored once', async () => {
   const client = await h.client('eager-vendor', { connections: 4 });
   const log = new PartnerEventLog({ seed: 6 });
   const events = new DeviceFleet(log, { devices: ['eager-door'], seed: 6 }).produce(LIMIT * 3);
