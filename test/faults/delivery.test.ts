@@ -15,6 +15,7 @@ import { PartnerEventsEndpoint } from '../../simulator/events-server.ts';
 import { type IntercomSimulator, smartHomeTrust, startIntercomSimulator } from '../../simulator/intercom.ts';
 import { type LocalStack, startLocalStack } from '../../simulator/local-stack.ts';
 import type { PartnerClient } from '../../simulator/partner-client.ts';
+import { sql } from '../../src/db/sql.ts';
 import { createTestDb } from '../support/test-db.ts';
 import { drained, eventsWorld, recordFigures, scale, stamp, storedCounts, waitFor } from './support.ts';
 
@@ -26,12 +27,13 @@ let h: LocalStack;
 let sim: IntercomSimulator;
 let burster: PartnerClient;
 let gappy: PartnerClient;
+let field: PartnerClient;
 const gappyLog = new PartnerEventLog({ seed: 2 });
 const endpoint = new PartnerEventsEndpoint(gappyLog);
 
 before(async () => {
   h = await startLocalStack({
-    partners: [{ code: 'burst-vendor' }, { code: 'intercom-north' }],
+    partners: [{ code: 'burst-vendor' }, { code: 'intercom-north' }, { code: 'field-vendor' }],
     db: await createTestDb(),
     // The intercom vendor runs its own server: the backfill endpoint smart-home calls (contract §9).
     document: async (ids, dataDir) => {
@@ -45,6 +47,7 @@ before(async () => {
       return eventsWorld(ids, [
         { code: 'burst-vendor', devices: DOORS },
         { code: 'intercom-north', devices: DOORS, sim },
+        { code: 'field-vendor', devices: DOORS },
       ]);
     },
     env: {
@@ -60,6 +63,7 @@ before(async () => {
   h.runtime.app.events.start();
   burster = await h.client('burst-vendor', { connections: 8 });
   gappy = await h.client('intercom-north', { connections: 8 });
+  field = await h.client('field-vendor', { connections: 4 });
 });
 after(async () => {
   await h?.runtime.app.events.stop();
@@ -155,5 +159,61 @@ test(`the partner's backfill endpoint down while deliveries were dropped: once i
       'Every 20th event dropped, the partner’s `GET /v1/events` cutting connections until the deliveries were done,',
       'then back. Command: `npm run test:faults` (test/faults/delivery.test.ts).',
     ].join('\n'),
+  );
+});
+
+test('devices as they are — clocks behind and ahead, stale events, reboots, alerts, heartbeats — delivered late and in bursts: each stored once, the stale ones journaled as stale', async () => {
+  const n = scale(600, 10_000);
+  const fleet = new DeviceFleet(new PartnerEventLog({ seed: 3 }), {
+    devices: [
+      { id: 'door-1' },
+      { id: 'door-2', clockSkewMs: -90_000 },
+      { id: 'door-3', clockSkewMs: 20_000 },
+      { id: 'door-4' },
+    ],
+    seed: 3,
+    heartbeatEvery: 20,
+    staleRatio: 0.05,
+    staleAgeMs: 2 * 3600_000,
+    rebootRatio: 0.01,
+    statusRatio: 0.03,
+  });
+  const events = fleet.produce(n);
+  const report = await deliverEvents(events, {
+    client: field,
+    batchSize: 25,
+    concurrency: 4,
+    faults: {
+      seed: 3,
+      duplicates: 0.05,
+      shuffleWindow: 50,
+      maxDelayMs: 30,
+      burst: { batches: 4, pauseMs: 200 },
+    },
+  });
+  assert.deepEqual([report.failed, report.delivered], [0, n]);
+  const c = await drained(h.runtime.db, 'field-vendor', events);
+  assert.deepEqual([c.inbox, c.lost, c.doubled, c.unjournaled], [n, 0, 0, 0]);
+
+  // SMART_HOME_EVENTS_STALE_AFTER_S (300 s): only the events that happened 2 h before they were sent.
+  const staleAfter = Date.now() - 300_000;
+  const stale = events.filter((e) => e.type !== 'device.heartbeat' && Date.parse(e.occurredAt) < staleAfter);
+  const reboots = events.filter((e) => e.status === 'reboot').length;
+  assert.ok(stale.length > 0 && reboots > 0);
+  const rows = await h.runtime.db.query<{ stale: string; result: string; n: number }>(
+    sql`select details->>'stale' as stale, result, count(*)::int as n from journal j
+        join partners p on p.id = j.partner_id
+        where p.code = 'field-vendor' and j.action like 'event.%' group by 1, 2`,
+  );
+  const count = (pred: (r: { stale: string; result: string }) => boolean) =>
+    rows.filter(pred).reduce((a, r) => a + Number(r.n), 0);
+  assert.equal(
+    count((r) => r.stale === 'true'),
+    stale.length,
+    'exactly the stale events are journaled stale',
+  );
+  assert.equal(
+    count((r) => r.result === 'reboot'),
+    reboots,
   );
 });
