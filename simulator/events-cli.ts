@@ -10,7 +10,7 @@
  * report (JSON) to stdout.
  */
 import { existsSync } from 'node:fs';
-import { appendFile, readFile, writeFile } from 'node:fs/promises';
+import { appendFile, readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Command } from 'commander';
 import type { JWK } from 'jose';
@@ -164,6 +164,22 @@ export function eventCommands(program: Command, h: CliHelpers): void {
       const dir = h.dirOf(code);
       if (!['normal', 'down', 'unavailable', 'slow'].includes(o.mode)) h.fail(`unknown --mode ${o.mode}`);
       const endpoint = new PartnerEventsEndpoint(await loadLog(dir, 1));
+      // `events send` may append to the log while this serves it: take what it added, once a second.
+      const file = path.join(dir, LOG_FILE);
+      let offset = existsSync(file) ? (await stat(file)).size : 0;
+      const follow = setInterval(async () => {
+        const size = existsSync(file) ? (await stat(file)).size : 0;
+        if (size <= offset) return;
+        const added = (await readFile(file)).subarray(offset, size).toString('utf8');
+        const complete = added.slice(0, added.lastIndexOf('\n') + 1);
+        offset += Buffer.byteLength(complete);
+        endpoint.log.restore(
+          complete
+            .split('\n')
+            .filter(Boolean)
+            .map((l) => JSON.parse(l) as PartnerEvent),
+        );
+      }, 1000);
       endpoint.set(o.mode as EventsMode);
       // The server CA is kept: smart-home pins it (provisioning `outbound.serverCa`).
       const caFile = path.join(dir, 'server-ca.json');
@@ -184,10 +200,11 @@ export function eventCommands(program: Command, h: CliHelpers): void {
         port: number('port', o.port, 0, 65535),
       });
       process.stderr.write(
-        `serving ${endpoint.log.lastSeq} events at ${sim.url}/v1/events (mode ${o.mode}); ` +
+        `serving ${endpoint.log.lastSeq} events (and those appended later) at ${sim.url}/v1/events (mode ${o.mode}); ` +
           `server CA: ${path.join(dir, 'public', 'server-ca.crt')}; Ctrl-C stops\n`,
       );
       const stop = async () => {
+        clearInterval(follow);
         await sim.stop();
         process.exit(0);
       };

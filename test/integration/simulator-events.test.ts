@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
@@ -66,6 +66,15 @@ const get = (query: string, scope = 'events:read') =>
     retryOn401: false,
     maxResponseBytes: 1024 * 1024,
   });
+async function waitFor<T>(check: () => Promise<T | undefined>, timeoutMs = 10_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await check();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
 const events = (body: Buffer) => (JSON.parse(body.toString('utf8')) as { events: PartnerEvent[] }).events;
 
 test('pages through the log in seq order: the same event objects as delivered, up to 500', async () => {
@@ -128,9 +137,8 @@ test('`simulator events serve` answers backfills from the log `events send` keep
   const dir = path.join(home, 'intercom-cli');
   const id = h.identities.get('intercom-cli')!;
   await saveIdentity(dir, id);
-  const kept = new DeviceFleet(new PartnerEventLog({ seed: 12 }), { devices: ['door-9'], seed: 12 }).produce(
-    5,
-  );
+  const devices = new DeviceFleet(new PartnerEventLog({ seed: 12 }), { devices: ['door-9'], seed: 12 });
+  const kept = devices.produce(5);
   await mkdir(dir, { recursive: true });
   await writeFile(path.join(dir, 'events.jsonl'), kept.map((e) => `${JSON.stringify(e)}\n`).join(''));
   const port = await freePort();
@@ -171,6 +179,17 @@ test('`simulator events serve` answers backfills from the log `events send` keep
     });
     assert.equal(a.status, 200);
     assert.deepEqual(events(a.body), kept.slice(1, 3));
+    // What `events send` appends meanwhile is served too.
+    const later = devices.produce(2);
+    await appendFile(path.join(dir, 'events.jsonl'), later.map((e) => `${JSON.stringify(e)}\n`).join(''));
+    const b = await waitFor(async () => {
+      const r = await h.runtime.outbound.send(cli, 'GET', '/v1/events?afterSeq=5&limit=10', {
+        scope: 'events:read',
+        retryOn401: false,
+      });
+      return events(r.body).length === 2 ? r : undefined;
+    });
+    assert.deepEqual(events(b.body), later);
   } finally {
     child.kill('SIGTERM');
   }
