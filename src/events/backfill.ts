@@ -49,6 +49,7 @@ export interface BackfillOptions {
   minBackoffMs: number;
   maxBackoffMs: number;
   leaseMs: number;
+  retentionDays: number;
 }
 
 export interface BackfillDeps {
@@ -127,7 +128,7 @@ export async function backfillPartner(
         const page = await fetchPage(deps, partnerId, contiguous);
         if (page.length === 0) throw new BackfillError(`the partner has no events after seq ${contiguous}`);
         const prepared = prepareBatch(deps.directory(), partner, page);
-        const r = await storePrepared(deps.db, partnerId, prepared, 'backfill', new Date());
+        const r = await storePrepared(deps.db, partnerId, prepared, 'backfill', new Date(), o.retentionDays);
         stored += r.accepted;
         if (r.accepted > 0) deps.onStored?.(partnerId);
         const next = Number((await advanceCursor(deps.db, partnerId)).contiguous);

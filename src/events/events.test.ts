@@ -103,7 +103,7 @@ describe('backfill, retention and batch checks', () => {
     for (let i = 0; i < 5; i++) log.append({ type: 'device.heartbeat', device: 'door-1' });
     // Seqs 1 and 5 stored: a gap of 2–4.
     const stored = [log.get(1)!, log.get(5)!];
-    await storePrepared(db, PARTNER, prepareBatch(directory, partner, stored), 'delivery', new Date());
+    await storePrepared(db, PARTNER, prepareBatch(directory, partner, stored), 'delivery', new Date(), 30);
     await advanceCursor(db, PARTNER);
   });
 
@@ -113,7 +113,14 @@ describe('backfill, retention and batch checks', () => {
         db,
         directory: () => directory,
         outbound,
-        options: { gapGraceMs: 0, limit: 500, minBackoffMs: 1000, maxBackoffMs: 60000, leaseMs: 60000 },
+        options: {
+          gapGraceMs: 0,
+          limit: 500,
+          minBackoffMs: 1000,
+          maxBackoffMs: 60000,
+          leaseMs: 60000,
+          retentionDays: 30,
+        },
       },
       PARTNER,
       { ignoreSchedule: true },
@@ -233,16 +240,20 @@ describe('backfill, retention and batch checks', () => {
   });
 
   test('retention: processed events below the contiguous mark are deleted; a retry of one is a duplicate, not new', async () => {
-    answer = answerOf(log.after(1, 500));
-    assert.equal((await run())?.outcome, 'filled');
-    await db.exec(
-      `update event_inbox set processed_at = now(), received_at = now() - interval '40 days' where seq <= 3`,
+    await reset();
+    const DAY = 86_400_000;
+    // Events that happened 40 days ago (their UUIDv7 ids carry that time), received then.
+    const old = new PartnerEventLog({ seed: 12, now: () => Date.now() - 40 * DAY });
+    const events = Array.from({ length: 5 }, () =>
+      old.append({ type: 'device.heartbeat', device: 'door-1' }),
     );
+    const store = (e: PartnerEvent[]) =>
+      storePrepared(db, PARTNER, prepareBatch(directory, partner, e), 'delivery', new Date(), 30);
+    assert.deepEqual(await store(events), { accepted: 5, duplicates: 0 });
     await db.exec(
-      `update event_inbox set processed_at = now(), received_at = now() - interval '40 days' where seq = 5`,
+      `update event_inbox set processed_at = now(), received_at = now() - interval '40 days' where seq <> 4`,
     );
-    const c = await advanceCursor(db, PARTNER);
-    assert.equal(Number(c.contiguous), 5);
+    assert.equal(Number((await advanceCursor(db, PARTNER)).contiguous), 5);
     assert.equal(await purgeInbox(db, 30), 4, 'seqs 1–3 and 5; seq 4 is not processed yet');
     assert.equal(await purgeInbox(db, 30), 0);
     assert.equal(await purgeInbox(db, 0), 0, '0 keeps everything');
@@ -251,36 +262,23 @@ describe('backfill, retention and batch checks', () => {
       left.map((r) => Number(r.seq)),
       [4],
     );
-    // A late retry of purged events, and of the one kept: duplicates; a new event after them: stored.
-    log.append({ type: 'device.heartbeat', device: 'door-1' });
-    const again = [log.get(1)!, log.get(4)!, log.get(5)!, log.get(6)!];
-    assert.deepEqual(
-      await storePrepared(db, PARTNER, prepareBatch(directory, partner, again), 'delivery', new Date()),
-      {
-        accepted: 1,
-        duplicates: 3,
-      },
-    );
-    assert.deepEqual(
-      await storePrepared(
-        db,
-        PARTNER,
-        prepareBatch(directory, partner, [log.get(2)!]),
-        'delivery',
-        new Date(),
-      ),
-      { accepted: 0, duplicates: 1 },
-      'one event alone (the autocommitted path) too',
-    );
-    // A stored event's seq under another id is still a conflict.
-    const other = {
-      ...log.get(4)!,
-      eventId: log.get(6)!.eventId.replace(/.$/, (x) => (x === '0' ? '1' : '0')),
+    // A late retry of deleted events, and of the one kept: duplicates; a new event after them: stored.
+    const next = old.append({ type: 'device.heartbeat', device: 'door-1' });
+    assert.deepEqual(await store([events[0]!, events[3]!, events[4]!, next]), { accepted: 1, duplicates: 3 });
+    assert.deepEqual(await store([events[1]!]), { accepted: 0, duplicates: 1 }, 'one event alone too');
+    const writer = new SingleEventWriter(db, { maxGroup: 10, inFlight: 1, retentionDays: 30 });
+    const prepared = (e: PartnerEvent) => prepareBatch(directory, partner, [e])[0]!;
+    assert.deepEqual(await writer.store(PARTNER, prepared(events[2]!)), { accepted: 0, duplicates: 1 });
+    // A NEW event (its id minted now) at a deleted seq — a partner that restarted its sequence — is a
+    // conflict, not silently a duplicate; so is a stored event's seq under another id.
+    const restarted = {
+      ...new PartnerEventLog({ seed: 13 }).append({ type: 'device.heartbeat', device: 'door-1' }),
     };
-    await assert.rejects(
-      storePrepared(db, PARTNER, prepareBatch(directory, partner, [other]), 'delivery', new Date()),
-      EventConflictError,
-    );
+    assert.equal(restarted.seq, 1);
+    await assert.rejects(store([restarted]), EventConflictError);
+    await assert.rejects(writer.store(PARTNER, prepared(restarted)), EventConflictError);
+    await assert.rejects(store([{ ...restarted, seq: 4 }]), EventConflictError);
+    assert.equal((await db.one<{ n: number }>(sql`select count(*)::int as n from event_inbox`))?.n, 2);
   });
 });
 
@@ -377,7 +375,7 @@ describe('single-event deliveries grouped', () => {
 
   test('a group answers each request as if it were alone', async () => {
     // One statement at a time: everything stored below while the first runs is one group.
-    const writer = new SingleEventWriter(db, { maxGroup: 100, inFlight: 1 });
+    const writer = new SingleEventWriter(db, { maxGroup: 100, inFlight: 1, retentionDays: 30 });
     const l1 = new PartnerEventLog({ seed: 1 });
     const l2 = new PartnerEventLog({ seed: 2 });
     const a = Array.from({ length: 6 }, () => l1.append({ type: 'device.heartbeat', device: 'door-1' }));

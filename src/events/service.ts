@@ -101,6 +101,7 @@ export class EventService {
     this.#single = new SingleEventWriter(deps.db, {
       maxGroup: deps.options.singleGroupMax,
       inFlight: deps.options.singleGroupsInFlight,
+      retentionDays: deps.options.retentionDays,
     });
     this.#cursors = new CursorAdvancer(deps.db, (err) =>
       deps.logger.error({ err }, 'moving an event cursor failed'),
@@ -119,7 +120,14 @@ export class EventService {
     const result =
       prepared.length === 1
         ? await this.#single.store(partner.id, prepared[0]!)
-        : await storePrepared(this.#deps.db, partner.id, prepared, 'delivery', new Date());
+        : await storePrepared(
+            this.#deps.db,
+            partner.id,
+            prepared,
+            'delivery',
+            new Date(),
+            this.#deps.options.retentionDays,
+          );
     if (result.accepted > 0) this.kick();
     return result;
   }
@@ -284,6 +292,7 @@ export class EventService {
         minBackoffMs: this.#deps.options.backfillMinBackoffMs,
         maxBackoffMs: this.#deps.options.backfillMaxBackoffMs,
         leaseMs: this.#deps.options.backfillLeaseMs,
+        retentionDays: this.#deps.options.retentionDays,
       },
       onStored: () => this.kick(),
     };

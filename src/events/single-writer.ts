@@ -13,6 +13,7 @@
 import type { Db } from '../db/db.ts';
 import { sql } from '../db/sql.ts';
 import {
+  deletedAfterRetention,
   EventConflictError,
   eventsConflict,
   eventsDuplicate,
@@ -31,6 +32,8 @@ interface Pending {
 export interface SingleWriterOptions {
   maxGroup: number;
   inFlight: number;
+  /** SMART_HOME_EVENTS_RETENTION_DAYS: see deletedAfterRetention. */
+  retentionDays: number;
 }
 
 const isRetryable = (err: unknown) => {
@@ -194,7 +197,14 @@ export class SingleEventWriter {
           ),
         );
       } else if (p.event.event.seq <= (marks.get(p.partnerId) ?? 0)) {
-        out.set(p, { accepted: 0, duplicates: 1 });
+        out.set(
+          p,
+          deletedAfterRetention(p.event.eventId, this.#opts.retentionDays)
+            ? { accepted: 0, duplicates: 1 }
+            : new EventConflictError(
+                `event ${p.event.eventId}: seq ${p.event.event.seq} is already used by another event`,
+              ),
+        );
       } else out.set(p, new Error(`event ${p.event.eventId} was neither stored nor found`));
     }
     return out;

@@ -15,6 +15,7 @@ import { AppError } from '../errors.ts';
 import { counter } from '../metrics/registry.ts';
 import type { PartnerDirectory, PartnerInfo } from '../partners/partner-directory.ts';
 import { canonicalJson } from '../util/jcs.ts';
+import { uuidv7Time } from '../util/uuid.ts';
 import type { EventVia, PartnerEvent } from './model.ts';
 
 export const eventsStored = counter('smart_home_events_stored_total', 'Partner events stored (contract §9)', [
@@ -135,6 +136,17 @@ export async function purgeInbox(db: Db, retentionDays: number, limit = 10_000):
   return Number(rows[0]?.n ?? 0);
 }
 
+/**
+ * Whether an event that is not in the inbox, at a seq at or below the contiguous mark, is one deleted
+ * after its retention (a late retry: a duplicate) rather than a new event reusing a seq (a conflict,
+ * e.g. a partner that restarted its sequence): a deleted event was received more than the retention
+ * ago, so the time of its UUIDv7 eventId (minted when it happened, contract §8.3) is old, where a new
+ * event's is recent. Half the retention is the line: device clocks are off by far less.
+ */
+export function deletedAfterRetention(eventId: string, retentionDays: number, now = Date.now()): boolean {
+  return retentionDays > 0 && uuidv7Time(eventId) <= now - (retentionDays * 86_400_000) / 2;
+}
+
 const isRetryable = (err: unknown) => {
   const code = (err as { code?: unknown })?.code;
   // deadlock_detected, serialization_failure: two overlapping batches; the loser runs again.
@@ -151,6 +163,7 @@ export async function storePrepared(
   events: readonly PreparedEvent[],
   via: EventVia,
   receivedAt: Date,
+  retentionDays: number,
 ): Promise<StoreResult> {
   let attempt = 0;
   for (;;) {
@@ -159,8 +172,8 @@ export async function storePrepared(
       // batch-of-1 rate is bound by them). A refused single event leaves nothing stored either way.
       const result =
         events.length === 1
-          ? await insertBatch(db, partnerId, events, via, receivedAt)
-          : await db.transaction((tx) => insertBatch(tx, partnerId, events, via, receivedAt));
+          ? await insertBatch(db, partnerId, events, via, receivedAt, retentionDays)
+          : await db.transaction((tx) => insertBatch(tx, partnerId, events, via, receivedAt, retentionDays));
       eventsStored.inc({ partner: partnerId, via }, result.accepted);
       if (result.duplicates > 0) eventsDuplicate.inc({ partner: partnerId, via }, result.duplicates);
       return result;
@@ -178,6 +191,7 @@ async function insertBatch(
   events: readonly PreparedEvent[],
   via: EventVia,
   receivedAt: Date,
+  retentionDays: number,
 ): Promise<StoreResult> {
   if (events.length === 0) return { accepted: 0, duplicates: 0 };
   const inserted = await tx.query<{ event_id: string }>(
@@ -227,8 +241,13 @@ async function insertBatch(
           )
         )?.contiguous ?? 0,
       );
-      // Deleted after its retention: answered as a duplicate, its content no longer comparable.
-      if (p.event.seq <= contiguous) continue;
+      if (p.event.seq <= contiguous) {
+        // Deleted after its retention: answered as a duplicate, its content no longer comparable.
+        if (deletedAfterRetention(p.eventId, retentionDays)) continue;
+        throw new EventConflictError(
+          `event ${p.eventId}: seq ${p.event.seq} is already used by another event`,
+        );
+      }
       // Not stored, not in the way of anything: a race this code does not foresee. 5xx: sent again.
       throw new Error(`event ${p.eventId} was neither stored nor found`);
     }
