@@ -158,7 +158,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   partnerApp.server.prependListener('connection', (socket: Socket) => {
     if (!directory.anyNetwork.has(socket.remoteAddress)) socket.destroy();
   });
-  installProblemHandlers(partnerApp);
+  installProblemHandlers(partnerApp, { databaseRetryAfterS: config.database.unavailableRetryAfterS });
   collectProcessMetrics();
   httpMetrics(partnerApp, 'partner');
   const p = config.partner;
@@ -273,7 +273,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     },
   }) as unknown as FastifyInstance;
   publicApp.server.headersTimeout = config.http.headersTimeoutMs;
-  installProblemHandlers(publicApp);
+  installProblemHandlers(publicApp, { databaseRetryAfterS: config.database.unavailableRetryAfterS });
   httpMetrics(publicApp, 'public');
   // OpenAPI of the operator and resident APIs, collected from the routes as they register.
   await registerOpenApi(publicApp, 'public');

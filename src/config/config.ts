@@ -7,7 +7,13 @@ export interface Config {
   env: 'development' | 'test' | 'production';
   dataDir: string;
   log: { level: string };
-  database: { url: string | undefined; poolMax: number; pgliteDir: string; migrateOnStart: boolean };
+  database: {
+    url: string | undefined;
+    poolMax: number;
+    pgliteDir: string;
+    migrateOnStart: boolean;
+    unavailableRetryAfterS: number;
+  };
   redis: { url: string | undefined };
   public: { host: string; port: number; tlsCert: string; tlsKey: string; url: string | undefined };
   /** The people's authorization server and sign-in (src/identity/). */

@@ -68,6 +68,15 @@ export const OPTIONS: readonly OptionSpec[] = [
     doc: 'Maximum PostgreSQL connections per instance.',
   },
   {
+    env: 'SMART_HOME_DB_UNAVAILABLE_RETRY_AFTER_S',
+    key: 'database.unavailableRetryAfterS',
+    kind: 'int',
+    default: 2,
+    min: 1,
+    max: 300,
+    doc: '`Retry-After` (seconds) of the `503 unavailable` answered while PostgreSQL cannot be reached (a restart, a failover): nothing was done, and the caller should retry then. RFC 9110 §15.6.4.',
+  },
+  {
     env: 'REDIS_URL',
     key: 'redis.url',
     kind: 'string',

@@ -1,4 +1,6 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { OPTIONS } from '../config/options.ts';
+import { isDatabaseUnavailable } from '../db/unavailable.ts';
 import { AppError, type ProblemCode, problemBody } from '../errors.ts';
 
 function send(
@@ -25,8 +27,25 @@ function validationDetail(err: FastifyError): string {
   return `${where} ${v.message ?? 'is not valid'}`;
 }
 
-/** Every error leaves as an RFC 9457 problem body (contract §4); 5xx bodies expose nothing. */
-export function installProblemHandlers(app: FastifyInstance): void {
+/** The option's documented default (test servers built without a configuration use it). */
+function defaultRetryAfter(): number {
+  const spec = OPTIONS.find((o) => o.env === 'SMART_HOME_DB_UNAVAILABLE_RETRY_AFTER_S');
+  return Number(spec?.default);
+}
+
+export interface ProblemHandlerOptions {
+  /** Retry-After (s) of the 503 answered while the database cannot be reached (SMART_HOME_DB_UNAVAILABLE_RETRY_AFTER_S). */
+  databaseRetryAfterS: number;
+}
+
+/**
+ * Every error leaves as an RFC 9457 problem body (contract §4); 5xx bodies expose nothing. A database that
+ * cannot be reached is `503 unavailable` with Retry-After, so callers retry rather than give up.
+ */
+export function installProblemHandlers(
+  app: FastifyInstance,
+  opts: ProblemHandlerOptions = { databaseRetryAfterS: defaultRetryAfter() },
+): void {
   app.setErrorHandler((err: FastifyError | AppError, req, reply) => {
     if (err instanceof AppError) return send(reply, req, err.code, err.detail, err.headers);
     if ('validation' in err && err.validation)
@@ -43,6 +62,11 @@ export function installProblemHandlers(app: FastifyInstance): void {
     }
     if (err.statusCode && err.statusCode < 500)
       return send(reply, req, 'invalid-request', 'the request is malformed');
+    if (isDatabaseUnavailable(err)) {
+      // No stack: the cause is known and outside us; one line per refused request says when it ends.
+      req.log.warn({ code: (err as { code?: unknown }).code }, 'database unavailable');
+      return send(reply, req, 'unavailable', undefined, { 'retry-after': String(opts.databaseRetryAfterS) });
+    }
     req.log.error({ err }, 'unhandled error');
     return send(reply, req, 'internal');
   });
