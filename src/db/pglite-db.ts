@@ -26,14 +26,25 @@ function queryable(conn: PgliteLike): Queryable {
   };
 }
 
-/** Embedded PostgreSQL (WASM). `dataDir` undefined = in memory (tests). */
-export async function openPgliteDb(dataDir?: string): Promise<Db> {
-  const pg = await PGlite.create({ ...(dataDir ? { dataDir } : {}), parsers });
+/**
+ * Embedded PostgreSQL (WASM). `dataDir` undefined = in memory (tests). `loadDataDir` starts from a
+ * `dumpDataDir()` tarball instead of running initdb (tests start from a migrated template this way).
+ */
+export async function openPgliteDb(
+  dataDir?: string,
+  opts: { loadDataDir?: Blob } = {},
+): Promise<Db & { dumpDataDir(): Promise<Blob> }> {
+  const pg = await PGlite.create({
+    ...(dataDir ? { dataDir } : {}),
+    ...(opts.loadDataDir ? { loadDataDir: opts.loadDataDir } : {}),
+    parsers,
+  });
   const base = queryable(pg);
   return {
     engine: 'pglite',
     ...base,
     transaction: (fn) => pg.transaction((tx) => fn(queryable(tx))),
     close: () => pg.close(),
+    dumpDataDir: () => pg.dumpDataDir('none'),
   };
 }
