@@ -86,15 +86,23 @@ if (DATABASE_URL && REDIS_URL) {
       faults: { seed: 5, duplicates: 0.05, shuffleWindow: 100 },
       retry: { maxAttempts: 60, baseMs: 100, maxMs: 2_000 },
     });
+    let settled = false;
+    void delivery.finally(() => {
+      settled = true;
+    });
     await new Promise((r) => setTimeout(r, (seconds * 1000) / 3));
     const victim = before[0]!;
+    // Mid-load: the delivery is still running when the worker dies. Whether a request was in flight on
+    // the victim's connections at that instant is chance (the client may only find its connections
+    // closed on the next request and open new ones), so the count of cut requests is a figure, not a
+    // condition; what must hold is below: every event stored and journaled once.
+    assert.equal(settled, false, 'the kill comes while events are still being delivered');
     process.kill(victim, 'SIGKILL');
     const report = await delivery;
 
     assert.equal(report.failed, 0, JSON.stringify(report.statuses));
     assert.equal(report.delivered, N);
     const refused = report.requests - (report.statuses['200'] ?? 0);
-    assert.ok(refused > 0, `the kill cut requests in flight: ${JSON.stringify(report.statuses)}`);
     const c = await drained(h.runtime.db, 'kill-vendor', events);
     assert.deepEqual(
       {
