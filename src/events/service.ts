@@ -12,6 +12,7 @@
  * device health; the contract only promises "2xx = stored durably", so the answer waits for the insert
  * alone and processing follows within milliseconds on the same instance.
  */
+import type { Config } from '../config/config.ts';
 import type { FieldCipher } from '../crypto/field-cipher.ts';
 import type { Db } from '../db/db.ts';
 import { sql } from '../db/sql.ts';
@@ -46,23 +47,8 @@ export const processorLag = gauge(
   'Age of the oldest stored event not yet processed (0: none waiting)',
 );
 
-export interface EventOptions {
-  processorBatch: number;
-  processorIntervalMs: number;
-  staleAfterSeconds: number;
-  pseudonymRefreshSeconds: number;
-  gapGraceMs: number;
-  backfillLimit: number;
-  backfillMinBackoffMs: number;
-  backfillMaxBackoffMs: number;
-  backfillLeaseMs: number;
-  retentionDays: number;
-  failedRetryMs: number;
-  singleGroupMax: number;
-  singleGroupsInFlight: number;
-  /** How often the inbox is purged of events past their retention (SMART_HOME_HOUSEKEEPING_MS). */
-  purgeEveryMs: number;
-}
+/** The SMART_HOME_EVENTS_* options, and how often the inbox is purged (SMART_HOME_HOUSEKEEPING_MS). */
+export type EventOptions = Config['events'] & { purgeEveryMs: number };
 
 export interface EventServiceDeps {
   db: Db;
