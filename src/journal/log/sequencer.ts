@@ -109,18 +109,33 @@ export async function integrateBatch(db: Db, log: LogIdentity, maxBatch: number)
   });
 }
 
-/** Integrates until nothing is left (or `maxRounds` batches); for tests, the CLI and shutdown. */
+/**
+ * Integrates every row committed before the call (or `maxRounds` batches); for tests, the CLI and
+ * shutdown. On PostgreSQL the horizon (pg_snapshot_xmin) is cluster-wide: a transaction still running
+ * elsewhere — another schema, another program — holds rows back, and so can another instance holding
+ * the sequencer lock. Such rows are waited for (polling every 10 ms, at most `waitMs`), not skipped.
+ */
 export async function integrateAll(
   db: Db,
   log: LogIdentity,
   maxBatch: number,
   maxRounds = 1_000_000,
+  waitMs = 30_000,
 ): Promise<number> {
+  const top = await db.one<{ seq: string | null }>(sql`select max(seq)::text as seq from journal`);
+  const target = top?.seq ?? null;
+  const deadline = performance.now() + waitMs;
   let total = 0;
   for (let i = 0; i < maxRounds; i++) {
     const r = await integrateBatch(db, log, maxBatch);
     total += r.integrated;
-    if (r.integrated < maxBatch) break;
+    if (r.integrated === maxBatch) continue;
+    if (target === null || performance.now() > deadline) break;
+    const waiting = await db.one<{ n: string }>(sql`
+      select count(*)::text as n from journal j
+      where j.seq <= ${target}::bigint and not exists (select 1 from journal_leaves l where l.journal_seq = j.seq)`);
+    if (Number(waiting?.n ?? 0) === 0) break;
+    await new Promise((resolve) => setTimeout(resolve, 10));
   }
   return total;
 }
