@@ -9,6 +9,8 @@ import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { saveIdentity } from '../simulator/identity.ts';
 import { serveWithWorkers, startLocalStack } from '../simulator/local-stack.ts';
+import { loadConfig } from '../src/config/config.ts';
+import { startSequencer } from '../src/journal/log/runner.ts';
 import { eventsWorld } from '../test/faults/support.ts';
 import { createTestDb } from '../test/support/test-db.ts';
 
@@ -42,7 +44,16 @@ const cluster =
         env: { ...limits, SMART_HOME_DB_POOL_MAX: '8' },
       })
     : undefined;
-// One process: this one processes what it stores, as `smart-home start` does.
+// One process: this one processes what it stores and integrates the journal, as `smart-home start`
+// does (the workers of postgres-workers are `smart-home start` processes).
+const { journal } = loadConfig(process.env);
+const sequencer = cluster
+  ? undefined
+  : startSequencer(stack.runtime.db, stack.runtime.journalLog, {
+      intervalMs: journal.integrateMs,
+      batchMax: journal.batchMax,
+      logger: stack.runtime.logger,
+    });
 if (!cluster) stack.runtime.app.events.start();
 const url = cluster?.partnerUrl ?? stack.partnerUrl;
 process.stdout.write(
@@ -52,6 +63,7 @@ process.stdout.write(
 const stop = async () => {
   await cluster?.stop();
   await stack.runtime.app.events.stop();
+  await sequencer?.stop();
   await stack.close();
   process.exit(0);
 };

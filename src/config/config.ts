@@ -140,6 +140,7 @@ export interface Config {
   events: {
     processorBatch: number;
     processorIntervalMs: number;
+    processorBusyPauseMs: number;
     staleAfterSeconds: number;
     pseudonymRefreshSeconds: number;
     gapGraceMs: number;

@@ -1053,6 +1053,15 @@ export const OPTIONS: readonly OptionSpec[] = [
     doc: 'How often each instance sweeps the event inbox for unprocessed events and checks sequence gaps. Events this instance stores are processed at once regardless; the sweep picks up what other instances left (one that stopped mid-batch).',
   },
   {
+    env: 'SMART_HOME_EVENTS_PROCESSOR_BUSY_PAUSE_MS',
+    key: 'events.processorBusyPauseMs',
+    kind: 'int',
+    default: 200,
+    min: 0,
+    max: 60000,
+    doc: 'Acknowledgements first: while this instance is answering deliveries and the processor has a backlog (its last batch was full), it waits this long between batches, leaving the CPU to the partners’ requests; with no delivery in flight it works at full speed. Stored events are durable either way: the backlog is what grows during a burst (`smart_home_events_processor_lag_seconds`, `GET /admin/v1/events/cursors`). 0: no pause (processing competes with acknowledgements).',
+  },
+  {
     env: 'SMART_HOME_EVENTS_STALE_AFTER_S',
     key: 'events.staleAfterSeconds',
     kind: 'int',

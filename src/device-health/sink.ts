@@ -66,7 +66,20 @@ export class DeviceHealthSink implements DeviceEventSink {
     this.#opts = opts;
   }
 
-  async apply(tx: Queryable, events: readonly StoredEvent[]): Promise<void> {
+  /**
+   * Folds a processed batch into device state. A device deleted since its events were stored (the inbox
+   * has no foreign key, migration 016) is skipped: its events are journaled all the same.
+   */
+  async apply(tx: Queryable, batch: readonly StoredEvent[]): Promise<void> {
+    if (batch.length === 0) return;
+    const live = new Set(
+      (
+        await tx.query<{ id: string }>(
+          sql`select id::text as id from devices where id = any(${[...new Set(batch.map((e) => e.deviceId))]}::uuid[])`,
+        )
+      ).map((r) => r.id),
+    );
+    const events = batch.filter((e) => live.has(e.deviceId));
     if (events.length === 0) return;
     const devices = new Map<string, DeviceFold>();
     const alerts = new Map<string, AlertFold>();

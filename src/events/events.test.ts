@@ -6,6 +6,7 @@
  * under a failing batch, and single-event deliveries grouped into shared INSERTs.
  */
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import { PartnerEventLog } from '../../simulator/events.ts';
 import type { FieldCipher } from '../crypto/field-cipher.ts';
@@ -13,10 +14,12 @@ import type { Db, Queryable } from '../db/db.ts';
 import { migrate } from '../db/migrate.ts';
 import { openPgliteDb } from '../db/pglite-db.ts';
 import { sql } from '../db/sql.ts';
+import { AppError } from '../errors.ts';
 import { createLogger } from '../logger.ts';
 import type { Outbound } from '../outbound/outbound.ts';
 import { PartnerDirectory, type PartnerInfo } from '../partners/partner-directory.ts';
 import { CidrSet } from '../util/cidr.ts';
+import { canonicalJson } from '../util/jcs.ts';
 import { backfillPartner, backoffMs } from './backfill.ts';
 import { advanceCursor } from './cursor.ts';
 import type { DeviceEventSink, PartnerEvent, StoredEvent } from './model.ts';
@@ -222,13 +225,44 @@ describe('backfill, retention and batch checks', () => {
     assert.notEqual(eventHash(e), eventHash({ ...e, occurredAt: e.occurredAt.replace('Z', '+00:00') }));
   });
 
+  test('the content hash is SHA-256 over the RFC 8785 form of the event, written without the generic canonicaliser', () => {
+    const samples: PartnerEvent[] = [
+      log.get(1)!,
+      { ...log.get(2)!, device: 'Дверь "7" \\ \u0001 😀 €', subject: null, method: null, status: 'reboot' },
+      { ...log.get(3)!, seq: Number.MAX_SAFE_INTEGER, eventId: log.get(3)!.eventId.toUpperCase() },
+    ];
+    for (const e of samples) {
+      const canonical = canonicalJson({ ...e, eventId: e.eventId.toLowerCase() });
+      assert.equal(eventHash(e), createHash('sha256').update(canonical).digest('hex'));
+    }
+    // A lone surrogate has no canonical form; a batch holding one is a client error (4xx), never a 500.
+    const lone = { ...log.get(4)!, device: 'door-\ud800' };
+    assert.throws(() => eventHash(lone), TypeError);
+    assert.throws(
+      () => prepareBatch(directory, partner, [lone]),
+      (err: unknown) => err instanceof AppError,
+    );
+  });
+
   test('occurredAt must be a real calendar time', () => {
-    assert.ok(Number.isFinite(parseOccurredAt('2026-12-02T07:00:00.123456789+03:00')));
+    assert.equal(parseOccurredAt('2026-12-02T07:00:00.123456789+03:00'), Date.UTC(2026, 11, 2, 4, 0, 0, 123));
+    assert.equal(parseOccurredAt('2024-02-29T23:59:59Z'), Date.UTC(2024, 1, 29, 23, 59, 59), 'a leap day');
+    assert.equal(parseOccurredAt('2000-02-29T00:00:00Z'), Date.UTC(2000, 1, 29), '400 years: leap');
     for (const bad of [
       '2026-02-30T10:00:00Z',
+      '2026-02-29T10:00:00Z',
+      '1900-02-29T10:00:00Z',
+      '2026-04-31T10:00:00Z',
+      '2026-00-10T10:00:00Z',
+      '2026-01-00T10:00:00Z',
       '2026-13-01T10:00:00Z',
       '2026-01-01T24:00:00Z',
       '2026-01-01T10:60:00Z',
+      '2026-01-01T10:00:60Z',
+      '2026-01-01T10:00:00+24:00',
+      '2026-01-01T10:0a:00Z',
+      '2026-01-01 10:00:00Z',
+      'not a time',
     ]) {
       assert.ok(Number.isNaN(parseOccurredAt(bad)), bad);
     }
@@ -306,6 +340,7 @@ describe('the processor under a failing batch', () => {
       options: {
         processorBatch: 4,
         processorIntervalMs: 1000,
+        processorBusyPauseMs: 200,
         staleAfterSeconds: 300,
         pseudonymRefreshSeconds: 30,
         gapGraceMs: 10_000,

@@ -88,6 +88,12 @@ export async function processBatch(
   },
 ): Promise<{ processed: number; partners: Set<string> }> {
   return db.transaction(async (tx) => {
+    // The claim walks the partial index in received_at order and stops after batchSize rows. The
+    // inbox grows by thousands of rows a second in a burst, faster than its statistics are refreshed;
+    // estimating a few hundred unprocessed rows, the planner then picks a bitmap scan of ALL of them and
+    // a sort (measured: 130–185 ms per claim at 85k unprocessed, against 1–8 ms for the index walk).
+    // The claim is never better served by a bitmap scan, so none is considered in this transaction.
+    await tx.query(sql`set local enable_bitmapscan = off`);
     const rows = await tx.query<InboxRow>(
       sql`select partner_id::text as partner_id, event_id::text as event_id, seq, type, occurred_at, received_at,
             device_external_id, device_id::text as device_id, method, subject, status, via

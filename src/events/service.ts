@@ -47,6 +47,11 @@ export const processorLag = gauge(
   'Age of the oldest stored event not yet processed (0: none waiting)',
 );
 
+const busyPauses = counter(
+  'smart_home_events_processor_busy_pauses_total',
+  'Pauses the processor made between batches of a backlog while deliveries were being answered (SMART_HOME_EVENTS_PROCESSOR_BUSY_PAUSE_MS)',
+);
+
 /** The SMART_HOME_EVENTS_* options, and how often the inbox is purged (SMART_HOME_HOUSEKEEPING_MS). */
 export type EventOptions = Config['events'] & { purgeEveryMs: number };
 
@@ -77,6 +82,8 @@ export class EventService {
   readonly #setAside = new Map<string, number>();
   /** When the inbox was last purged, performance.now() ms. */
   #purgedAt = Number.NEGATIVE_INFINITY;
+  /** Deliveries being answered by this instance now (see processorBusyPauseMs). */
+  #delivering = 0;
 
   constructor(deps: EventServiceDeps) {
     this.#deps = deps;
@@ -96,6 +103,15 @@ export class EventService {
 
   /** Stores a delivered batch (contract §9): resolves once it is durably stored. */
   async deliver(partner: PartnerInfo, events: readonly PartnerEvent[]): Promise<StoreResult> {
+    this.#delivering++;
+    try {
+      return await this.#deliver(partner, events);
+    } finally {
+      this.#delivering--;
+    }
+  }
+
+  async #deliver(partner: PartnerInfo, events: readonly PartnerEvent[]): Promise<StoreResult> {
     let prepared: PreparedEvent[];
     try {
       prepared = prepareBatch(this.#deps.directory(), partner, events);
@@ -232,6 +248,13 @@ export class EventService {
       if (performance.now() >= deadline) {
         this.#wake = true;
         break;
+      }
+      // A backlog while partners are delivering: acknowledgements first (they are what partners wait
+      // for; what they acknowledged is stored), the backlog between their requests.
+      const pause = this.#deps.options.processorBusyPauseMs;
+      if (pause > 0 && this.#delivering > 0 && this.#started) {
+        busyPauses.inc();
+        await new Promise((r) => setTimeout(r, pause));
       }
     }
     for (const p of partners) await this.#cursors.schedule(p);

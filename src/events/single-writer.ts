@@ -18,6 +18,7 @@ import {
   eventsConflict,
   eventsDuplicate,
   eventsStored,
+  inboxRowsJson,
   type PreparedEvent,
   type StoreResult,
 } from './store.ts';
@@ -135,19 +136,16 @@ export class SingleEventWriter {
     const inserted = await this.#db.query<{ partner_id: string; event_id: string }>(
       sql`insert into event_inbox (partner_id, event_id, seq, type, occurred_at, received_at, device_external_id,
             device_id, method, subject, status, content_hash, via)
-          select x.partner_id, x.event_id, x.seq, x.type, x.occurred_at, ${new Date()}::timestamptz, x.device_external_id,
-            x.device_id, x.method, x.subject, x.status, decode(x.hash, 'hex'), 'delivery'
-          from unnest(${rows.map((p) => p.partnerId)}::uuid[], ${e.map((p) => p.eventId)}::uuid[],
-            ${e.map((p) => p.event.seq)}::bigint[], ${e.map((p) => p.event.type)}::text[],
-            ${e.map((p) => p.event.occurredAt)}::timestamptz[], ${e.map((p) => p.event.device)}::text[],
-            ${e.map((p) => p.deviceId)}::uuid[], ${e.map((p) => p.event.method)}::text[],
-            ${e.map((p) => p.event.subject)}::text[], ${e.map((p) => p.event.status)}::text[],
-            ${e.map((p) => p.hash)}::text[])
-            as x(partner_id, event_id, seq, type, occurred_at, device_external_id, device_id, method, subject,
-              status, hash)
+          select x.p, x.e, x.s, x.t, x.o, ${new Date()}::timestamptz, x.d, x.di, x.m, x.su, x.st,
+            decode(x.h, 'hex'), 'delivery'
+          from json_to_recordset(${inboxRowsJson(
+            e,
+            rows.map((p) => p.partnerId),
+          )}::json) as x(p uuid, e uuid, s bigint, t text, o timestamptz, d text, di uuid, m text, su text, st text,
+            h text)
           -- At or below the contiguous mark every seq was stored: see store.ts.
-          where x.seq > coalesce((select c.contiguous from event_cursors c where c.partner_id = x.partner_id), 0)
-          order by x.partner_id, x.seq
+          where x.s > coalesce((select c.contiguous from event_cursors c where c.partner_id = x.p), 0)
+          order by x.p, x.s
           on conflict do nothing
           returning partner_id::text as partner_id, event_id::text as event_id`.named(
         'event_inbox_insert_group',

@@ -143,6 +143,12 @@ export async function deleteDevice(ctx: RegistryContext, id: string): Promise<vo
       what: 'guest passes',
       exists: () => ctx.tx.one(sql`select 1 from guest_pass_devices where device_id = ${id}`),
     },
+    {
+      // The inbox has no foreign key (migration 016): its events are processed (journal, health) first.
+      what: 'partner events not yet processed',
+      exists: () =>
+        ctx.tx.one(sql`select 1 from event_inbox where device_id = ${id} and processed_at is null limit 1`),
+    },
   ]);
   await ctx.tx.query(sql`delete from devices where id = ${id}`);
   await journalChange(ctx, 'delete', 'device', id, {

@@ -234,7 +234,7 @@ export async function updatePartner(ctx: RegistryContext, id: string, patch: Par
   return 'update';
 }
 
-/** Deletes a partner with its perimeter, networks, certificates, keys, secrets and plate tokens. */
+/** Deletes a partner with its perimeter, networks, certificates, keys, secrets, plate tokens and processed events. */
 export async function deletePartner(ctx: RegistryContext, id: string): Promise<void> {
   const cur = await ctx.tx.one<{ code: string }>(sql`select code from partners where id = ${id} for update`);
   if (!cur) throw notFound('partner');
@@ -244,7 +244,15 @@ export async function deletePartner(ctx: RegistryContext, id: string): Promise<v
       what: 'recorded barrier decisions (kept 24 h for idempotent retries)',
       exists: () => ctx.tx.one(sql`select 1 from barrier_decisions where partner_id = ${id}`),
     },
+    {
+      what: 'partner events not yet processed',
+      exists: () =>
+        ctx.tx.one(sql`select 1 from event_inbox where partner_id = ${id} and processed_at is null limit 1`),
+    },
   ]);
+  // Its processed events go with it (the journal keeps what they recorded), and its sequence cursor.
+  await ctx.tx.query(sql`delete from event_inbox where partner_id = ${id}`);
+  await ctx.tx.query(sql`delete from event_cursors where partner_id = ${id}`);
   await ctx.tx.query(sql`delete from partners where id = ${id}`);
   await journalChange(ctx, 'delete', 'partner', id, { code: cur.code, partnerId: id });
 }
