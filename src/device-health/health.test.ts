@@ -112,7 +112,10 @@ describe('device health sink', () => {
   test('a device deleted after its events were stored is skipped; the rest of the batch applies', async () => {
     const gone = '0190a000-0000-7000-8000-00000000dead';
     await apply([
-      { ...storedEvent(f, 4, { type: 'device.status', status: 'tamper', occurredAt: at(60) }), deviceId: gone },
+      {
+        ...storedEvent(f, 4, { type: 'device.status', status: 'tamper', occurredAt: at(60) }),
+        deviceId: gone,
+      },
       storedEvent(f, 4, { type: 'device.heartbeat', occurredAt: at(61), receivedAt: at(61) }),
     ]);
     assert.equal(await health(gone), undefined);
