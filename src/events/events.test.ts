@@ -313,6 +313,19 @@ describe('backfill, retention and batch checks', () => {
     await assert.rejects(writer.store(PARTNER, prepared(restarted)), EventConflictError);
     await assert.rejects(store([{ ...restarted, seq: 4 }]), EventConflictError);
     assert.equal((await db.one<{ n: number }>(sql`select count(*)::int as n from event_inbox`))?.n, 2);
+    // Batches of several take one plain INSERT first; an event below the mark sends them down the careful
+    // path: a deleted event's retry beside a new one is a duplicate and the new one is stored; a new
+    // event at a deleted seq refuses the whole batch, the new event with it.
+    const later = old.append({ type: 'device.heartbeat', device: 'door-1' });
+    assert.deepEqual(await store([events[1]!, later]), { accepted: 1, duplicates: 1 });
+    const after = old.append({ type: 'device.heartbeat', device: 'door-1' });
+    await assert.rejects(store([restarted, after]), EventConflictError);
+    assert.equal(
+      (await db.one(sql`select 1 from event_inbox where event_id = ${after.eventId}::uuid`)) ?? null,
+      null,
+      'nothing of the refused batch is stored',
+    );
+    assert.deepEqual(await store([after]), { accepted: 1, duplicates: 0 });
   });
 });
 

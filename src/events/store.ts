@@ -206,6 +206,11 @@ export async function storePrepared(
   receivedAt: Date,
   retentionDays: number,
 ): Promise<StoreResult> {
+  // A delivery almost always holds new events only: stored by one plain INSERT, or not at all.
+  if (via === 'delivery' && events.length > 1 && (await insertAllNew(db, partnerId, events, receivedAt))) {
+    eventsStored.inc({ partner: partnerId, via }, events.length);
+    return { accepted: events.length, duplicates: 0 };
+  }
   let attempt = 0;
   for (;;) {
     try {
@@ -223,6 +228,40 @@ export async function storePrepared(
       if (isRetryable(err) && attempt++ < 3) continue;
       throw err;
     }
+  }
+}
+
+/**
+ * The fast path of a delivered batch: one plain INSERT, autocommitted. A single statement is atomic, so
+ * it stores every event or none; without ON CONFLICT there is no speculative insertion per row and no
+ * BEGIN/COMMIT (measured: 3.5 against 5.1 ms per 100 events). Resolves false, with nothing stored, when
+ * an event is already there (a retry: unique violation) or lies at or below the contiguous mark
+ * (event_inbox_below_mark, SQLSTATE SH001): the careful path (insertBatch) then tells duplicates from
+ * conflicts. Other errors are thrown.
+ */
+async function insertAllNew(
+  db: Db,
+  partnerId: string,
+  events: readonly PreparedEvent[],
+  receivedAt: Date,
+): Promise<boolean> {
+  try {
+    await db.query(
+      sql`insert into event_inbox (partner_id, event_id, seq, type, occurred_at, received_at, device_external_id,
+            device_id, method, subject, status, content_hash, via)
+          select ${partnerId}::uuid, x.e, case when x.s > m.contiguous then x.s else event_inbox_below_mark(x.s) end,
+            x.t, x.o, ${receivedAt}::timestamptz, x.d, x.di, x.m, x.su, x.st, decode(x.h, 'hex'), 'delivery'
+          from json_to_recordset(${inboxRowsJson(events)}::json)
+            as x(e uuid, s bigint, t text, o timestamptz, d text, di uuid, m text, su text, st text, h text),
+            (select coalesce((select contiguous from event_cursors where partner_id = ${partnerId}::uuid), 0)
+              as contiguous) m
+          order by x.s`.named('event_inbox_insert_new'),
+    );
+    return true;
+  } catch (err) {
+    const code = (err as { code?: unknown })?.code;
+    if (code === '23505' || code === 'SH001') return false;
+    throw err;
   }
 }
 

@@ -14,3 +14,14 @@
 --   devices that no longer exist (src/device-health/sink.ts).
 alter table event_inbox drop constraint if exists event_inbox_partner_id_fkey;
 alter table event_inbox drop constraint if exists event_inbox_device_id_fkey;
+
+-- A delivered batch is first stored by one plain, autocommitted INSERT (src/events/store.ts): cheaper
+-- than INSERT … ON CONFLICT in a transaction (no speculative insertion, no BEGIN/COMMIT round trips),
+-- and atomic all the same. It must fail, not skip the row, when an event lies at or below the partner's
+-- contiguous mark (a purged event sent again, or a seq reused): this raises SQLSTATE SH001, and the
+-- batch then takes the careful path that tells duplicates from conflicts.
+create function event_inbox_below_mark(seq bigint) returns bigint language plpgsql as $$
+begin
+  raise exception 'event seq % is at or below the contiguous mark', seq using errcode = 'SH001';
+end
+$$;
