@@ -238,6 +238,10 @@ export async function storePrepared(
  * an event is already there (a retry: unique violation) or lies at or below the contiguous mark
  * (event_inbox_below_mark, SQLSTATE SH001): the careful path (insertBatch) then tells duplicates from
  * conflicts. Other errors are thrown.
+ *
+ * The rows go in the order of the batch, which prepareBatch sorted by seq (json_to_recordset yields the
+ * array's elements in order): concurrent batches meet index entries in one order. An ORDER BY here would
+ * sort what is sorted, and cost a fifth of the statement (measured: 4.75 against 3.9 ms per 100 events).
  */
 async function insertAllNew(
   db: Db,
@@ -254,13 +258,14 @@ async function insertAllNew(
           from json_to_recordset(${inboxRowsJson(events)}::json)
             as x(e uuid, s bigint, t text, o timestamptz, d text, di uuid, m text, su text, st text, h text),
             (select coalesce((select contiguous from event_cursors where partner_id = ${partnerId}::uuid), 0)
-              as contiguous) m
-          order by x.s`.named('event_inbox_insert_new'),
+              as contiguous) m`.named('event_inbox_insert_new'),
     );
     return true;
   } catch (err) {
     const code = (err as { code?: unknown })?.code;
-    if (code === '23505' || code === 'SH001') return false;
+    // A retry, an event below the mark, or two overlapping batches at once (deadlock_detected): the
+    // careful path sorts it out (and retries a deadlock).
+    if (code === '23505' || code === 'SH001' || code === '40P01') return false;
     throw err;
   }
 }

@@ -417,6 +417,28 @@ describe('operator API: partners and devices', () => {
     assert.equal(r.status, 409);
     assert.match(String(r.body['detail']), /guest passes/);
   });
+
+  test('a device with partner events not yet processed cannot be deleted (the inbox has no foreign key)', async () => {
+    const d = await db.one<{ id: string; partner_id: string; external_id: string }>(
+      sql`select id, partner_id, external_id from devices d where external_id <> 'gate-1'
+          and not exists (select 1 from guest_pass_devices g where g.device_id = d.id) order by external_id limit 1`,
+    );
+    const eventId = '0190a000-0000-7000-8000-0000000000e1';
+    await db.query(sql`insert into event_inbox (partner_id, event_id, seq, type, occurred_at, received_at,
+        device_external_id, device_id, content_hash, via)
+      values (${d!.partner_id}, ${eventId}, 1, 'device.heartbeat', now(), now(), ${d!.external_id}, ${d!.id},
+        decode(repeat('ab', 32), 'hex'), 'delivery')`);
+    try {
+      const before = await count('journal');
+      const r = await server.call('DELETE', `/devices/${d!.id}`, { token: op });
+      assert.equal(r.status, 409);
+      assert.match(String(r.body['detail']), /partner events not yet processed/);
+      assert.ok(await db.one(sql`select 1 from devices where id = ${d!.id}`), 'still there');
+      assert.equal(await count('journal'), before, 'nothing journaled');
+    } finally {
+      await db.query(sql`delete from event_inbox where event_id = ${eventId}`);
+    }
+  });
 });
 
 describe('operator API: journal search', () => {
