@@ -242,7 +242,7 @@ const body = [
   'With batches of 1 each request costs one Ed25519 verification and one signature on our side and the same again in the',
   "sender (its signature, and its check of our answer's), on the same 2 cores as PostgreSQL and both processes. Ed25519 on",
   `one core of this machine: ${speedBefore.signPerS} signatures/s and ${speedBefore.verifyPerS} verifications/s before the runs, ${speedAfter.signPerS} and`,
-  `${speedAfter.verifyPerS} after: ${speedBefore.msPerRequest}–${speedAfter.msPerRequest} ms of CPU per request for the signatures alone, so 3,000 requests/s would take`,
+  `${speedAfter.verifyPerS} after: ${Math.min(speedBefore.msPerRequest, speedAfter.msPerRequest)}–${Math.max(speedBefore.msPerRequest, speedAfter.msPerRequest)} ms of CPU per request for the signatures alone, so 3,000 requests/s would take`,
   `${((3000 * Math.min(speedBefore.msPerRequest, speedAfter.msPerRequest)) / 1000).toFixed(1)} of the 2 cores before any TLS, HTTP, JSON or database work. That, not the database (one commit per group`,
   'of concurrent deliveries), bounds the batch-of-1 rate here.',
   `Machine load average (1 min): ${loadAtStart.toFixed(1)} when the run started, ${os.loadavg()[0]!.toFixed(1)} when it ended (${os.cpus().length} cores;`,
