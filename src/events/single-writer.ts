@@ -18,6 +18,8 @@ import {
   eventsConflict,
   eventsDuplicate,
   eventsStored,
+  INBOX_COLUMNS,
+  INBOX_ROW,
   inboxRowsJson,
   type PreparedEvent,
   type StoreResult,
@@ -134,15 +136,13 @@ export class SingleEventWriter {
     const e = rows.map((p) => p.event);
     // One statement, autocommitted: each row stands on its own (see above).
     const inserted = await this.#db.query<{ partner_id: string; event_id: string }>(
-      sql`insert into event_inbox (partner_id, event_id, seq, type, occurred_at, received_at, device_external_id,
-            device_id, method, subject, status, content_hash, via)
+      sql`insert into event_inbox (${INBOX_COLUMNS})
           select x.p, x.e, x.s, x.t, x.o, ${new Date()}::timestamptz, x.d, x.di, x.m, x.su, x.st,
             decode(x.h, 'hex'), 'delivery'
           from json_to_recordset(${inboxRowsJson(
             e,
             rows.map((p) => p.partnerId),
-          )}::json) as x(p uuid, e uuid, s bigint, t text, o timestamptz, d text, di uuid, m text, su text, st text,
-            h text)
+          )}::json) as x(p uuid, ${INBOX_ROW})
           -- At or below the contiguous mark every seq was stored: see store.ts.
           where x.s > coalesce((select c.contiguous from event_cursors c where c.partner_id = x.p), 0)
           order by x.p, x.s

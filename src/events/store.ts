@@ -251,12 +251,11 @@ async function insertAllNew(
 ): Promise<boolean> {
   try {
     await db.query(
-      sql`insert into event_inbox (partner_id, event_id, seq, type, occurred_at, received_at, device_external_id,
-            device_id, method, subject, status, content_hash, via)
+      sql`insert into event_inbox (${INBOX_COLUMNS})
           select ${partnerId}::uuid, x.e, case when x.s > m.contiguous then x.s else event_inbox_below_mark(x.s) end,
             x.t, x.o, ${receivedAt}::timestamptz, x.d, x.di, x.m, x.su, x.st, decode(x.h, 'hex'), 'delivery'
           from json_to_recordset(${inboxRowsJson(events)}::json)
-            as x(e uuid, s bigint, t text, o timestamptz, d text, di uuid, m text, su text, st text, h text),
+            as x(${INBOX_ROW}),
             (select coalesce((select contiguous from event_cursors where partner_id = ${partnerId}::uuid), 0)
               as contiguous) m`.named('event_inbox_insert_new'),
     );
@@ -269,6 +268,15 @@ async function insertAllNew(
     throw err;
   }
 }
+
+/** The inbox columns every insert writes, in the order of its select list. */
+export const INBOX_COLUMNS = sql.unsafe(
+  'partner_id, event_id, seq, type, occurred_at, received_at, device_external_id, device_id, method, subject, status, content_hash, via',
+);
+/** The row type of {@link inboxRowsJson} for json_to_recordset (plus `p uuid` first when it has partners). */
+export const INBOX_ROW = sql.unsafe(
+  'e uuid, s bigint, t text, o timestamptz, d text, di uuid, m text, su text, st text, h text',
+);
 
 /**
  * The batch as ONE json parameter for json_to_recordset: serialised natively, where eleven array
@@ -303,12 +311,11 @@ async function insertBatch(
 ): Promise<StoreResult> {
   if (events.length === 0) return { accepted: 0, duplicates: 0 };
   const inserted = await tx.query<{ event_id: string }>(
-    sql`insert into event_inbox (partner_id, event_id, seq, type, occurred_at, received_at, device_external_id,
-          device_id, method, subject, status, content_hash, via)
+    sql`insert into event_inbox (${INBOX_COLUMNS})
         select ${partnerId}::uuid, x.e, x.s, x.t, x.o, ${receivedAt}::timestamptz, x.d, x.di, x.m, x.su, x.st,
           decode(x.h, 'hex'), ${via}
         from json_to_recordset(${inboxRowsJson(events)}::json)
-          as x(e uuid, s bigint, t text, o timestamptz, d text, di uuid, m text, su text, st text, h text)
+          as x(${INBOX_ROW})
         -- At or below the contiguous mark every seq was stored: an event there that is not in the inbox
         -- was deleted after its retention (see purgeInbox) and must not come back as new.
         where x.s > coalesce((select c.contiguous from event_cursors c where c.partner_id = ${partnerId}::uuid), 0)
